@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef VQ_DRIVER_H
+#define VQ_DRIVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "op.h"
+#include "pool.h"
+
+struct vq_driver;
+
+struct vq_driver_params {
+	uint32_t sq_entries;     /* submission queue size; the CQ is 8x this */
+	uint32_t provided;       /* pool buffers lent to the provided-buffer ring (power of 2) */
+};
+
+struct vq_driver_stats {
+	uint64_t submitted;      /* ops started */
+	uint64_t completions;    /* completions delivered */
+	uint64_t enters;         /* submit-and-wait calls */
+	uint64_t rearms;         /* multishot ops re-armed after ending without error */
+	uint64_t nobufs;         /* multishot recvs parked because the provided ring ran dry */
+	uint64_t partial;        /* short sends/writes resumed */
+	uint64_t wakeups;        /* doorbells received */
+};
+
+/*
+ * The driver interface: a table of functions, one implementation per backend.
+ * Every function runs on the driver's own shard thread, except wake().
+ * Functions that return int return 0 or -errno.
+ */
+struct vq_driver_ops {
+	const char *name;
+	/* Create the backend on the calling (pinned) thread. */
+	int (*init)(struct vq_driver *d, const struct vq_driver_params *p);
+	/* Release everything; every op must have completed (inflight == 0). */
+	void (*fini)(struct vq_driver *d);
+	/* Register the pool for fixed I/O and feed part of it to the provided ring. */
+	int (*register_pool)(struct vq_driver *d, struct vq_pool *pool);
+	/* Give provided-ring buffers back to the pool before teardown. */
+	void (*unregister_pool)(struct vq_driver *d);
+	/* Queue an op; nothing reaches the kernel before the next wait(). */
+	int (*submit)(struct vq_driver *d, struct vq_op *op);
+	/* Ask for an op's end; its final completion still comes, usually -ECANCELED. */
+	int (*cancel)(struct vq_driver *d, struct vq_op *op);
+	/* Cancel every op on fd. */
+	int (*cancel_fd)(struct vq_driver *d, int fd);
+	/*
+	 * Submit everything queued, wait up to timeout_ns (-1 = forever, 0 = poll)
+	 * for at least one completion or a wake, and deliver every completion.
+	 * Returns the number delivered or -errno.
+	 */
+	int (*wait)(struct vq_driver *d, int64_t timeout_ns);
+	/* Doorbell: make `target`'s wait() return. `from` is the caller's own driver
+	 * when the caller is a shard, NULL from any other thread. */
+	int (*wake)(struct vq_driver *target, struct vq_driver *from);
+	/* Refill the provided ring from the pool's free list and re-arm parked recvs. */
+	void (*replenish)(struct vq_driver *d);
+};
+
+struct vq_driver {
+	const struct vq_driver_ops *ops;
+	struct vq_pool *pool;
+	uint32_t inflight;       /* ops submitted whose final completion is not delivered */
+	uint32_t internal;       /* of which the driver's own (e.g. the wake listener) */
+	struct vq_driver_stats st;
+	char features[160];      /* one line for the start-up log */
+	void *impl;
+};
+
+extern const struct vq_driver_ops vq_uring_driver;
+
+/* Convenience wrappers. */
+static inline int vq_driver_submit(struct vq_driver *d, struct vq_op *op)
+{
+	return d->ops->submit(d, op);
+}
+
+#endif

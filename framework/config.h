@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef VQ_CONFIG_H
+#define VQ_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define VQ_CFG_STR_MAX 256
+
+enum vq_cfg_type {
+	VQ_CFG_U64,  /* uint64_t, plain integer */
+	VQ_CFG_SIZE, /* uint64_t bytes; accepts K, M, G suffixes (powers of 1024) */
+	VQ_CFG_MS,   /* uint64_t milliseconds; accepts ms, s, m suffixes */
+	VQ_CFG_BOOL, /* bool; yes/no, true/false, on/off, 1/0 */
+	VQ_CFG_STR,  /* char[VQ_CFG_STR_MAX] */
+	VQ_CFG_ENUM, /* int: index into `choices` */
+};
+
+/* One configuration key: where it is stored, its default, and its limits. */
+struct vq_cfg_key {
+	const char *section;
+	const char *name;
+	enum vq_cfg_type type;
+	size_t offset;             /* into the table's base struct */
+	const char *dflt;          /* parsed like a value from a file */
+	uint64_t min, max;         /* numeric types; max 0 = no limit */
+	const char *const *choices; /* VQ_CFG_ENUM: NULL-terminated */
+	bool reloadable;           /* applied by SIGHUP without a restart */
+	const char *help;
+};
+
+/* A set of keys and the struct they fill. Apps add their own table to the framework's. */
+struct vq_cfg_table {
+	const struct vq_cfg_key *keys;
+	size_t count;
+	void *base;
+};
+
+/* The framework's own settings. */
+struct vq_config {
+	char cpus[VQ_CFG_STR_MAX];
+	char address[VQ_CFG_STR_MAX];
+	uint64_t port;
+	uint64_t backlog;
+	uint64_t buf_count;
+	uint64_t buf_size;
+	uint64_t buf_provided;
+	int hugepages;
+	uint64_t sq_entries;
+	uint64_t max_connections;
+	uint64_t max_input;
+	uint64_t max_output;
+	uint64_t idle_timeout_ms;
+	uint64_t drain_timeout_ms;
+	int log_level;
+};
+
+/* The framework's table, filling *cfg. */
+struct vq_cfg_table vq_config_table(struct vq_config *cfg);
+
+/*
+ * Fill every table: defaults first, then `file` (NULL: none), then each
+ * "section.key=value" override in order. Returns 0, or -1 with one message
+ * in err such as "echo.ini:12: listen.port: 'x' is not a number (0..65535)".
+ */
+int vq_config_load(const struct vq_cfg_table *tables, size_t ntables, const char *file,
+		   const char *const *overrides, size_t noverrides, char *err, size_t errlen);
+
+/* Write every key's resolved value as an INI file, to stdout. */
+void vq_config_print(const struct vq_cfg_table *tables, size_t ntables);
+
+/* Compare two loads of the same tables key by key; call fn for each changed key. */
+void vq_config_diff(const struct vq_cfg_table *old_t, const struct vq_cfg_table *new_t,
+		    size_t ntables, void (*fn)(const struct vq_cfg_key *key, void *ctx),
+		    void *ctx);
+
+#endif

@@ -1,0 +1,357 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Connections: a multishot recv feeds the input queue, one send at a time
+ * drains the ordered output queue, and every path to "closed" goes through
+ * progress(), which closes the fd only once no op holds a buffer.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "log.h"
+#include "shard.h"
+
+static void rx_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags);
+static void progress(struct vq_conn *c);
+
+#define conn_of(ptr, member) ((struct vq_conn *)((char *)(ptr) - offsetof(struct vq_conn, member)))
+
+static size_t queued_out(const struct vq_conn *c)
+{
+	return c->out.bytes + (c->flags & VQ_CONN_TX ? c->tx.buf->len : 0);
+}
+
+static void arm_rx(struct vq_conn *c)
+{
+	int ret;
+
+	vq_op_prep(&c->rx, VQ_OP_RECV, c->fd, NULL, rx_done);
+	c->rx.flags = VQ_OPF_MULTISHOT | VQ_OPF_POOLED;
+	ret = vq_driver_submit(&c->shard->drv, &c->rx);
+	if (ret)
+		vq_conn_abort(c, ret);
+	else
+		c->flags |= VQ_CONN_RX;
+}
+
+static void tx_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
+{
+	struct vq_conn *c = conn_of(op, tx);
+	const struct vq_config *cfg = c->shard->cfg;
+
+	c->flags &= ~VQ_CONN_TX;
+	vq_buf_release(b);
+	if (res < 0) {
+		if (res != -ECANCELED)
+			vq_conn_abort(c, res);
+		progress(c);
+		return;
+	}
+	c->shard->st.bytes_out += (uint64_t)res;
+	if (c->flags & VQ_CONN_PAUSED && queued_out(c) < cfg->max_output / 2 &&
+	    !(c->flags & (VQ_CONN_CLOSING | VQ_CONN_ABORT))) {
+		c->flags &= ~VQ_CONN_PAUSED;
+		if (!(c->flags & VQ_CONN_RX))
+			arm_rx(c);
+	}
+	progress(c);
+}
+
+static void start_tx(struct vq_conn *c)
+{
+	struct vq_buf *b;
+	int ret;
+
+	if (c->flags & (VQ_CONN_TX | VQ_CONN_ABORT | VQ_CONN_CLOSED) || !c->out.head)
+		return;
+	b = vq_bufq_pop(&c->out);
+	vq_op_prep(&c->tx, VQ_OP_SEND, c->fd, b, tx_done);
+	c->tx.flags = VQ_OPF_ALL;
+	ret = vq_driver_submit(&c->shard->drv, &c->tx);
+	if (ret) {
+		vq_buf_release(b);
+		vq_conn_abort(c, ret);
+		return;
+	}
+	c->flags |= VQ_CONN_TX;
+}
+
+static void close_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
+{
+	struct vq_conn *c = conn_of(op, rx);
+	struct vq_shard *s = c->shard;
+
+	if (s->svc->on_close)
+		s->svc->on_close(c);
+	vq_timer_disarm(s, &c->idle);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	s->nconns--;
+	s->st.closed++;
+	free(c);
+}
+
+static void drop_queue(struct vq_bufq *q)
+{
+	struct vq_buf *b;
+
+	while ((b = vq_bufq_pop(q)))
+		vq_buf_release(b);
+}
+
+/* No op holds a buffer any more: drop the queues and close the socket through the ring. */
+static void finish_close(struct vq_conn *c)
+{
+	drop_queue(&c->in);
+	drop_queue(&c->out);
+	vq_op_prep(&c->rx, VQ_OP_CLOSE, c->fd, NULL, close_done);
+	if (vq_driver_submit(&c->shard->drv, &c->rx)) {
+		/* The SQ would not take it; the idle timer retries shortly. */
+		vq_timer_arm(c->shard, &c->idle, 1000000);
+		return;
+	}
+	c->flags |= VQ_CONN_CLOSED;
+}
+
+static bool conn_idle(const struct vq_conn *c)
+{
+	return !c->in.bytes && !c->out.head && !(c->flags & VQ_CONN_TX);
+}
+
+/* Move a connection on towards "closed" if it is closing; the last call in every handler. */
+static void progress(struct vq_conn *c)
+{
+	struct vq_driver *d = &c->shard->drv;
+
+	if (c->flags & VQ_CONN_CLOSED)
+		return;
+	if (!(c->flags & (VQ_CONN_CLOSING | VQ_CONN_ABORT)) &&
+	    c->shard->state >= VQ_SHARD_DRAINING && conn_idle(c))
+		c->flags |= VQ_CONN_CLOSING; /* draining: done with what it started */
+	if (c->flags & VQ_CONN_ABORT) {
+		if (c->flags & VQ_CONN_TX)
+			d->ops->cancel(d, &c->tx);
+	} else if (c->flags & VQ_CONN_CLOSING) {
+		start_tx(c);
+		if (c->out.head || c->flags & VQ_CONN_TX)
+			return; /* flush first */
+	} else {
+		start_tx(c);
+		return;
+	}
+	if (c->flags & VQ_CONN_RX)
+		d->ops->cancel(d, &c->rx);
+	if (!(c->flags & (VQ_CONN_RX | VQ_CONN_TX)))
+		finish_close(c);
+}
+
+static void rx_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
+{
+	struct vq_conn *c = conn_of(op, rx);
+	struct vq_shard *s = c->shard;
+	bool deliver = false;
+
+	if (b) {
+		s->st.bytes_in += (uint64_t)res;
+		c->last_active_ns = s->now_ns;
+		if (c->flags & (VQ_CONN_ABORT | VQ_CONN_CLOSING)) {
+			vq_buf_release(b); /* closing: nobody will read it */
+		} else {
+			vq_bufq_push(&c->in, b);
+			deliver = true;
+		}
+	}
+	if (!(flags & VQ_CQE_MORE)) {
+		c->flags &= ~VQ_CONN_RX;
+		if (res == 0 && !(c->flags & VQ_CONN_EOF)) {
+			c->flags |= VQ_CONN_EOF;
+			deliver = true;
+		} else if (res == -ECANCELED) {
+			/* Paused, closing, or resumed before the cancel landed. */
+			if (!(c->flags & (VQ_CONN_PAUSED | VQ_CONN_CLOSING | VQ_CONN_ABORT)))
+				arm_rx(c);
+		} else if (res < 0) {
+			vq_conn_abort(c, res);
+		}
+	}
+	if (c->in.bytes > s->cfg->max_input) {
+		s->st.input_overflows++;
+		vq_debug("connection fd %d: %zu bytes of unconsumed input exceed limits.max_input",
+			 c->fd, c->in.bytes);
+		vq_conn_abort(c, -EMSGSIZE);
+	} else if (deliver && !(c->flags & VQ_CONN_ABORT)) {
+		s->svc->on_data(c);
+	}
+	if (c->flags & VQ_CONN_EOF && !(c->flags & VQ_CONN_ABORT)) {
+		drop_queue(&c->in); /* a request cut short by EOF has no one to answer */
+		c->flags |= VQ_CONN_CLOSING;
+	}
+	progress(c);
+}
+
+static void idle_fired(struct vq_timer *t)
+{
+	struct vq_conn *c = (struct vq_conn *)((char *)t - offsetof(struct vq_conn, idle));
+	struct vq_shard *s = c->shard;
+	uint64_t limit = s->cfg->idle_timeout_ms * 1000000ull;
+
+	if (!(c->flags & VQ_CONN_CLOSED) && !(c->flags & (VQ_CONN_RX | VQ_CONN_TX)) &&
+	    c->flags & (VQ_CONN_CLOSING | VQ_CONN_ABORT)) {
+		finish_close(c); /* a close that could not be queued before */
+		return;
+	}
+	if (!limit || c->flags & (VQ_CONN_CLOSING | VQ_CONN_ABORT | VQ_CONN_CLOSED))
+		return;
+	if (s->now_ns - c->last_active_ns >= limit && conn_idle(c)) {
+		s->st.idle_closed++;
+		vq_conn_abort(c, -ETIMEDOUT);
+		return;
+	}
+	vq_timer_arm(s, &c->idle, limit - (s->now_ns - c->last_active_ns) + 1);
+}
+
+void vq_conn_accepted(struct vq_shard *s, int fd)
+{
+	struct vq_conn *c;
+
+	if (s->nconns >= s->cfg->max_connections || s->state != VQ_SHARD_RUNNING) {
+		s->st.rejected++;
+		if (s->st.rejected == 1 || !(s->st.rejected & 1023))
+			vq_warn("connection refused: %u open, limits.max_connections = %lu "
+				"(%lu refused so far)", s->nconns,
+				(unsigned long)s->cfg->max_connections,
+				(unsigned long)s->st.rejected);
+		close(fd);
+		return;
+	}
+	c = calloc(1, sizeof(*c) + s->svc->conn_size);
+	if (!c) {
+		s->st.rejected++;
+		close(fd);
+		return;
+	}
+	c->shard = s;
+	c->fd = fd;
+	c->last_active_ns = s->now_ns;
+	c->idle.fn = idle_fired;
+	c->next = s->conns;
+	if (s->conns)
+		s->conns->prev = c;
+	s->conns = c;
+	s->nconns++;
+	s->st.accepted++;
+	if (s->svc->on_accept) {
+		int ret = s->svc->on_accept(c);
+
+		if (ret) {
+			vq_conn_abort(c, ret);
+			return;
+		}
+	}
+	arm_rx(c);
+	if (s->cfg->idle_timeout_ms)
+		vq_timer_arm(s, &c->idle, s->cfg->idle_timeout_ms * 1000000ull);
+	progress(c);
+}
+
+struct vq_buf *vq_conn_read(struct vq_conn *c)
+{
+	return vq_bufq_pop(&c->in);
+}
+
+int vq_conn_write(struct vq_conn *c, struct vq_buf *buf)
+{
+	if (c->flags & (VQ_CONN_ABORT | VQ_CONN_CLOSED)) {
+		vq_buf_release(buf);
+		return -EPIPE;
+	}
+	if (!buf->len) {
+		vq_buf_release(buf);
+		return 0;
+	}
+	vq_bufq_push(&c->out, buf);
+	if (queued_out(c) > c->shard->cfg->max_output && c->flags & VQ_CONN_RX &&
+	    !(c->flags & VQ_CONN_PAUSED)) {
+		/* The peer reads slower than it writes: stop reading until it catches up. */
+		c->flags |= VQ_CONN_PAUSED;
+		c->shard->st.paused++;
+		c->shard->drv.ops->cancel(&c->shard->drv, &c->rx);
+	}
+	start_tx(c);
+	return 0;
+}
+
+int vq_conn_write_copy(struct vq_conn *c, const void *data, size_t n)
+{
+	struct vq_pool *pool = &c->shard->pool;
+	struct vq_bufq q = { 0 };
+	const unsigned char *p = data;
+	struct vq_buf *b;
+
+	if (c->flags & (VQ_CONN_ABORT | VQ_CONN_CLOSED))
+		return -EPIPE;
+	/* Fill the last queued buffer's room first: small replies coalesce into one send. */
+	if (c->out.tail && vq_buf_room(c->out.tail) >= n) {
+		b = c->out.tail;
+		memcpy(vq_buf_bytes(b) + b->len, p, n);
+		b->len += (uint32_t)n;
+		c->out.bytes += n;
+		start_tx(c);
+		return 0;
+	}
+	while (n) {
+		uint32_t chunk;
+
+		b = vq_pool_alloc(pool);
+		if (!b) {
+			drop_queue(&q);
+			return -ENOBUFS;
+		}
+		chunk = n < b->cap ? (uint32_t)n : b->cap;
+		memcpy(b->data, p, chunk);
+		b->len = chunk;
+		vq_bufq_push(&q, b);
+		p += chunk;
+		n -= chunk;
+	}
+	while ((b = vq_bufq_pop(&q)))
+		vq_conn_write(c, b);
+	return 0;
+}
+
+/* Both only mark the connection and move it on: the fd closes through the ring, later. */
+void vq_conn_close(struct vq_conn *c)
+{
+	c->flags |= VQ_CONN_CLOSING;
+	progress(c);
+}
+
+void vq_conn_abort(struct vq_conn *c, int err)
+{
+	if (!(c->flags & VQ_CONN_ABORT) && !c->error)
+		c->error = err;
+	c->flags |= VQ_CONN_ABORT;
+	progress(c);
+}
+
+void vq_conn_drain_all(struct vq_shard *s)
+{
+	for (struct vq_conn *c = s->conns, *next; c; c = next) {
+		next = c->next;
+		progress(c);
+	}
+}
+
+void vq_conn_abort_all(struct vq_shard *s)
+{
+	for (struct vq_conn *c = s->conns, *next; c; c = next) {
+		next = c->next;
+		vq_conn_abort(c, -ESHUTDOWN);
+	}
+}

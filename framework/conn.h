@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef VQ_CONN_H
+#define VQ_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "buf.h"
+#include "op.h"
+#include "timer.h"
+
+struct vq_shard;
+
+#define VQ_CONN_RX      (1u << 0) /* the multishot recv is armed */
+#define VQ_CONN_TX      (1u << 1) /* a send is in flight (one per socket, in order) */
+#define VQ_CONN_EOF     (1u << 2) /* the peer finished sending */
+#define VQ_CONN_PAUSED  (1u << 3) /* reading stopped: too much output queued */
+#define VQ_CONN_CLOSING (1u << 4) /* close once the output is flushed */
+#define VQ_CONN_ABORT   (1u << 5) /* close now, dropping queued output */
+#define VQ_CONN_CLOSED  (1u << 6) /* the close op is submitted */
+
+/*
+ * A TCP connection owned by one shard. The framework owns the read side (a
+ * multishot recv into pool buffers feeds `in`) and the ordered write queue
+ * `out`. An idle connection holds no buffer: the kernel picks one from the
+ * shard's provided ring only when data arrives.
+ */
+struct vq_conn {
+	struct vq_shard *shard;
+	struct vq_conn *prev, *next;
+	struct vq_bufq in;        /* received, not yet consumed by the app */
+	struct vq_bufq out;       /* queued for sending, in order */
+	struct vq_op rx;
+	struct vq_op tx;
+	struct vq_timer idle;
+	uint64_t last_active_ns;
+	int fd;
+	uint32_t flags;
+	int error;                /* why it closed, -errno; 0 = orderly */
+	_Alignas(16) unsigned char app[]; /* service.conn_size bytes of app state */
+};
+
+static inline void *vq_conn_app(struct vq_conn *c)
+{
+	return c->app;
+}
+
+/* Take the oldest input buffer; the caller owns it. NULL when none is queued. */
+struct vq_buf *vq_conn_read(struct vq_conn *c);
+
+/*
+ * Queue buf's valid bytes for sending after everything queued before. The
+ * connection takes ownership and releases buf to its pool once sent (or
+ * dropped on close). Returns 0, or -EPIPE if the connection is closing.
+ */
+int vq_conn_write(struct vq_conn *c, struct vq_buf *buf);
+
+/*
+ * Copy n bytes into pool buffers and queue them. Returns 0, -EPIPE if closing,
+ * or -ENOBUFS when the pool is empty (nothing is queued then).
+ */
+int vq_conn_write_copy(struct vq_conn *c, const void *data, size_t n);
+
+/* Close after the queued output is sent. */
+void vq_conn_close(struct vq_conn *c);
+
+/* Close now: queued input and output are dropped. err (-errno) is kept in c->error. */
+void vq_conn_abort(struct vq_conn *c, int err);
+
+/* Framework internals: accept a new fd on s; drain/close every connection. */
+void vq_conn_accepted(struct vq_shard *s, int fd);
+void vq_conn_drain_all(struct vq_shard *s);
+void vq_conn_abort_all(struct vq_shard *s);
+
+#endif

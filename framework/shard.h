@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef VQ_SHARD_H
+#define VQ_SHARD_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "driver.h"
+#include "pool.h"
+#include "service.h"
+#include "timer.h"
+
+struct vq_conn;
+struct vq_runtime;
+
+/* Deferred work: runs on the shard at the start of its next loop iteration. */
+struct vq_task {
+	void (*fn)(struct vq_task *t);
+	struct vq_task *next;
+	bool queued;
+};
+
+enum vq_shard_state {
+	VQ_SHARD_STARTING = 0,
+	VQ_SHARD_RUNNING,
+	VQ_SHARD_DRAINING, /* not accepting; connections finish what they started */
+	VQ_SHARD_CLOSING,  /* closing connections and reaping the last ops */
+	VQ_SHARD_STOPPED,
+};
+
+struct vq_shard_stats {
+	uint64_t accepted;
+	uint64_t rejected;        /* over limits.max_connections */
+	uint64_t closed;
+	uint64_t bytes_in;
+	uint64_t bytes_out;
+	uint64_t iterations;
+	uint64_t longest_iter_ns;
+	uint64_t input_overflows; /* connections closed for exceeding limits.max_input */
+	uint64_t paused;          /* times reading paused for a slow reader */
+	uint64_t idle_closed;
+};
+
+struct vq_shard {
+	int id;
+	int cpu;
+	int node;
+	struct vq_runtime *rt;
+	const struct vq_service *svc;
+	const struct vq_config *cfg;
+	struct vq_driver drv;
+	struct vq_pool pool;
+	struct vq_timer_heap timers;
+	struct vq_task *ready, *ready_tail;
+	uint64_t now_ns;          /* loop-iteration clock */
+	enum vq_shard_state state;
+	_Atomic int stop_requested;
+
+	int listen_fd;
+	struct vq_op accept_op;
+	struct vq_timer accept_retry;
+	struct vq_timer drain_deadline;
+	struct vq_conn *conns;    /* every open connection, for drain and shutdown */
+	uint32_t nconns;
+
+	struct vq_shard_stats st;
+	void *app;                /* per-shard app state, for shard_init to set */
+	void (*stop_hook)(struct vq_shard *s); /* runs when the shard starts draining */
+	pthread_t thread;
+	int exit_status;          /* 0 = clean stop */
+	char error[512];          /* why start-up failed */
+};
+
+/* The shard running on this thread, or NULL. */
+struct vq_shard *vq_shard_self(void);
+
+/* Queue t to run on s (s must be the calling thread's shard). */
+void vq_defer(struct vq_shard *s, struct vq_task *t);
+
+/* Arm t on s to fire after delay_ns; re-arming moves it. */
+int vq_timer_arm(struct vq_shard *s, struct vq_timer *t, uint64_t delay_ns);
+void vq_timer_disarm(struct vq_shard *s, struct vq_timer *t);
+
+/*
+ * Ask a shard to stop: stop accepting, drain for shutdown.drain_timeout, close.
+ * Safe from any thread.
+ */
+void vq_shard_request_stop(struct vq_shard *s);
+
+/*
+ * Set up a shard on the calling thread: pin to s->cpu (if >= 0), bind to its
+ * NUMA node, create the pool and the driver, open the listener when
+ * `listen` is true. Returns 0 or -errno with s->error set.
+ */
+int vq_shard_setup(struct vq_shard *s, bool listen);
+
+/* Run the loop until stopped, then tear down and check for leaks. Returns exit status. */
+int vq_shard_run(struct vq_shard *s);
+
+/* Run one loop iteration waiting at most timeout_ns; for tests that drive a shard by hand. */
+void vq_shard_turn(struct vq_shard *s, int64_t timeout_ns);
+
+/* Tear down after the loop: every op reaped, pool checked. Returns 0 if nothing leaked. */
+int vq_shard_teardown(struct vq_shard *s);
+
+#endif
