@@ -257,6 +257,13 @@ static int on_ini_entry(void *user, const char *section, const char *name, const
 
 	if (!name)
 		return 1; /* a section header alone */
+	if (!*section) {
+		if (!c->failed++)
+			snprintf(c->err, c->errlen,
+				 "%s:%d: '%s' is outside any [section] (check the header above it)",
+				 c->origin, c->line, name);
+		return 0;
+	}
 	apply(c, section, name, value ? value : "");
 	return !c->failed;
 }

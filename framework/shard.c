@@ -76,6 +76,7 @@ static int pin(struct vq_shard *s)
 {
 	cpu_set_t set;
 
+	s->node = -1;
 	if (s->cpu < 0)
 		return 0;
 	CPU_ZERO(&set);

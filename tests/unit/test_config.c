@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: MIT */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "cpulist.h"
+
+static char path[64];
+
+static const char *write_file(const char *text)
+{
+	FILE *f;
+
+	strcpy(path, "/tmp/vq_cfg_XXXXXX");
+	close(mkstemp(path));
+	f = fopen(path, "w");
+	fputs(text, f);
+	fclose(f);
+	return path;
+}
+
+static int load(struct vq_config *cfg, const char *text, const char *const *ov, size_t nov,
+		char *err, size_t errlen)
+{
+	struct vq_cfg_table t = vq_config_table(cfg);
+	int ret = vq_config_load(&t, 1, text ? write_file(text) : NULL, ov, nov, err, errlen);
+
+	if (text)
+		unlink(path);
+	return ret;
+}
+
+START_TEST(defaults_without_a_file)
+{
+	struct vq_config cfg;
+	char err[256];
+
+	ck_assert_int_eq(load(&cfg, NULL, NULL, 0, err, sizeof(err)), 0);
+	ck_assert_uint_eq(cfg.port, 7000);
+	ck_assert_uint_eq(cfg.buf_size, 16384);
+	ck_assert_uint_eq(cfg.drain_timeout_ms, 5000);
+	ck_assert_str_eq(cfg.address, "127.0.0.1");
+}
+END_TEST
+
+START_TEST(file_then_overrides)
+{
+	struct vq_config cfg;
+	char err[256];
+	const char *ov[] = { "listen.port=9100", "log.level=debug" };
+
+	ck_assert_int_eq(load(&cfg,
+			      "; comment\n[listen]\nport = 8000\naddress = ::1\n\n[buffers]\n"
+			      "size = 64K\ncount = 256\n[shutdown]\ndrain_timeout = 250ms\n",
+			      ov, 2, err, sizeof(err)),
+			 0);
+	ck_assert_uint_eq(cfg.port, 9100); /* -o wins over the file */
+	ck_assert_str_eq(cfg.address, "::1");
+	ck_assert_uint_eq(cfg.buf_size, 65536);
+	ck_assert_uint_eq(cfg.buf_count, 256);
+	ck_assert_uint_eq(cfg.drain_timeout_ms, 250);
+	ck_assert_int_eq(cfg.log_level, 7);
+}
+END_TEST
+
+START_TEST(unknown_key_names_file_line_and_key)
+{
+	struct vq_config cfg;
+	char err[256];
+
+	ck_assert_int_eq(load(&cfg, "[listen]\nport = 1\n\nprot = 2\n", NULL, 0, err, sizeof(err)),
+			 -1);
+	ck_assert_ptr_nonnull(strstr(err, ":4: listen.prot: unknown key"));
+	ck_assert_ptr_nonnull(strstr(err, "port")); /* the keys that do exist */
+	ck_assert_int_eq(load(&cfg, "[nope]\nx = 1\n", NULL, 0, err, sizeof(err)), -1);
+	ck_assert_ptr_nonnull(strstr(err, ":2: nope.x: unknown key (no section [nope])"));
+}
+END_TEST
+
+START_TEST(bad_values_say_what_is_expected)
+{
+	struct vq_config cfg;
+	char err[256];
+	const char *ov[] = { "listen.port=70000" };
+
+	ck_assert_int_eq(load(&cfg, "[buffers]\nsize = lots\n", NULL, 0, err, sizeof(err)), -1);
+	ck_assert_ptr_nonnull(strstr(err, ":2: buffers.size: bad value 'lots'"));
+	ck_assert_ptr_nonnull(strstr(err, "K/M/G"));
+	ck_assert_int_eq(load(&cfg, NULL, ov, 1, err, sizeof(err)), -1);
+	ck_assert_ptr_nonnull(strstr(err, "-o listen.port: bad value '70000'"));
+	ck_assert_ptr_nonnull(strstr(err, "1 to 65535"));
+	ck_assert_int_eq(load(&cfg, "[log]\nlevel = loud\n", NULL, 0, err, sizeof(err)), -1);
+	ck_assert_ptr_nonnull(strstr(err, "err warning notice info debug"));
+	ck_assert_int_eq(load(&cfg, "[listen\nport=1\n", NULL, 0, err, sizeof(err)), -1);
+	ck_assert_ptr_nonnull(strstr(err, ":2: 'port' is outside any [section]"));
+	ck_assert_int_eq(load(&cfg, "[listen]\nport 1\n", NULL, 0, err, sizeof(err)), -1);
+	ck_assert_ptr_nonnull(strstr(err, ":2: syntax error"));
+}
+END_TEST
+
+START_TEST(missing_file_and_bad_override)
+{
+	struct vq_config cfg;
+	struct vq_cfg_table t = vq_config_table(&cfg);
+	char err[256];
+	const char *ov[] = { "portonly" };
+
+	ck_assert_int_eq(vq_config_load(&t, 1, "/nonexistent/x.ini", NULL, 0, err, sizeof(err)), -1);
+	ck_assert_ptr_nonnull(strstr(err, "/nonexistent/x.ini: cannot open"));
+	ck_assert_int_eq(vq_config_load(&t, 1, NULL, ov, 1, err, sizeof(err)), -1);
+	ck_assert_ptr_nonnull(strstr(err, "expected section.key=value"));
+}
+END_TEST
+
+static void count(const struct vq_cfg_key *k, void *ctx)
+{
+	(*(int *)ctx)++;
+	(void)k;
+}
+
+START_TEST(diff_reports_changed_keys)
+{
+	struct vq_config a, b;
+	char err[256];
+	const char *ov[] = { "log.level=debug", "listen.port=1234" };
+	int changed = 0;
+	struct vq_cfg_table ta = vq_config_table(&a), tb = vq_config_table(&b);
+
+	ck_assert_int_eq(vq_config_load(&ta, 1, NULL, NULL, 0, err, sizeof(err)), 0);
+	ck_assert_int_eq(vq_config_load(&tb, 1, NULL, ov, 2, err, sizeof(err)), 0);
+	vq_config_diff(&ta, &tb, 1, count, &changed);
+	ck_assert_int_eq(changed, 2);
+}
+END_TEST
+
+START_TEST(cpu_lists)
+{
+	cpu_set_t set;
+	char err[128], out[64];
+
+	ck_assert_int_eq(vq_cpulist_parse("0-3,8, 10-11", &set, err, sizeof(err)), 0);
+	ck_assert_int_eq(CPU_COUNT(&set), 7);
+	ck_assert_str_eq(vq_cpulist_format(&set, out, sizeof(out)), "0-3,8,10-11");
+	ck_assert_int_eq(vq_cpulist_parse("3-1", &set, err, sizeof(err)), -1);
+	ck_assert_ptr_nonnull(strstr(err, "reversed"));
+	ck_assert_int_eq(vq_cpulist_parse("a", &set, err, sizeof(err)), -1);
+	ck_assert_int_eq(vq_cpulist_parse("", &set, err, sizeof(err)), -1);
+	ck_assert_int_eq(vq_cpulist_parse("1,", &set, err, sizeof(err)), 0);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("config");
+	TCase *tc = tcase_create("config api");
+
+	tcase_add_test(tc, defaults_without_a_file);
+	tcase_add_test(tc, file_then_overrides);
+	tcase_add_test(tc, unknown_key_names_file_line_and_key);
+	tcase_add_test(tc, bad_values_say_what_is_expected);
+	tcase_add_test(tc, missing_file_and_bad_override);
+	tcase_add_test(tc, diff_reports_changed_keys);
+	tcase_add_test(tc, cpu_lists);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
