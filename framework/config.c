@@ -85,6 +85,7 @@ struct load_ctx {
 	char *err;
 	size_t errlen;
 	int failed;
+	int fail_line; /* line of the first failure */
 };
 
 static int parse_u64(const char *v, uint64_t *out, enum vq_cfg_type type)
@@ -224,6 +225,7 @@ static void fail(struct load_ctx *c, const char *section, const char *name, cons
 
 	if (c->failed++)
 		return; /* the first error is the one to fix */
+	c->fail_line = c->line;
 	if (c->line > 0)
 		n = (size_t)snprintf(c->err, c->errlen, "%s:%d: %s.%s: ", c->origin, c->line,
 				     section, name);
@@ -318,7 +320,11 @@ int vq_config_load(const struct vq_cfg_table *tables, size_t ntables, const char
 		c.origin = file;
 		ret = ini_parse_stream(counting_reader, &c, on_ini_entry, &c);
 		fclose(c.fp);
-		if (c.failed)
+		/*
+		 * inih goes on after a syntax error, so a broken "[section" line shows up
+		 * first as odd keys after it: the earlier error is the one to report.
+		 */
+		if (c.failed && (ret <= 0 || ret >= c.fail_line))
 			return -1;
 		if (ret) {
 			snprintf(err, errlen, "%s:%d: syntax error (expected [section] or key = value)",
