@@ -28,7 +28,12 @@ static int has_cap_ipc_lock(void)
 int vq_check_memlock(const struct vq_config *cfg, int nshards)
 {
 	struct rlimit rl;
-	uint64_t pool = cfg->buf_count * cfg->buf_size, need = pool * (uint64_t)nshards;
+	uint64_t pool = cfg->buf_count * cfg->buf_size, need;
+
+	/* pool.c rounds a region that may use huge pages up to 2 MiB, fallback or not. */
+	if (cfg->hugepages != 0 /* off */)
+		pool = (pool + HUGE_2M - 1) / HUGE_2M * HUGE_2M;
+	need = pool * (uint64_t)nshards;
 
 	if (getrlimit(RLIMIT_MEMLOCK, &rl) || rl.rlim_cur == RLIM_INFINITY ||
 	    rl.rlim_cur >= need || has_cap_ipc_lock())
