@@ -10,6 +10,7 @@
 #include <getopt.h>
 #include <stdarg.h>
 #include <inttypes.h>
+#include <numa.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -478,6 +479,13 @@ int vq_main(int argc, char **argv, const struct vq_service *svc)
 	}
 	pthread_mutex_init(&rt->mu, NULL);
 	pthread_cond_init(&rt->cv, NULL);
+	/*
+	 * libnuma fills its node-to-CPUs cache lazily and without a lock: shard
+	 * threads racing through numa_node_of_cpu() leak (or worse). Fill it here.
+	 */
+	if (numa_available() >= 0)
+		for (int i = 0; i < rt->nshards; i++)
+			numa_node_of_cpu(rt->map.place[i].cpu);
 	for (int i = 0; i < rt->nshards; i++) {
 		struct vq_shard *s = &rt->shards[i];
 
