@@ -20,13 +20,24 @@
 	{ .section = sec, .name = nm, .type = ty, .offset = offsetof(struct vq_config, field),     \
 	  .dflt = def, .min = lo, .max = hi, .reloadable = reload, .help = text }
 
+static const char *const smt_choices[] = { "one-per-core", "all", NULL };
 static const char *const huge_choices[] = { "off", "try", "on", NULL };
 static const char *const level_choices[] = { "", "", "", "err", "warning", "notice", "info",
 					     "debug", NULL };
 
 static const struct vq_cfg_key framework_keys[] = {
-	KEY("shards", "cpus", VQ_CFG_STR, cpus, "0", 0, 0, false,
-	    "CPUs to run one shard each on, in the kernel's list syntax (0-3,8)"),
+	KEY("shards", "cpus", VQ_CFG_STR, cpus, "auto", 0, 0, false,
+	    "auto (every CPU the process may use), or a CPU list in the kernel's syntax (0-3,8)"),
+	{ .section = "shards", .name = "smt", .type = VQ_CFG_ENUM,
+	  .offset = offsetof(struct vq_config, smt), .dflt = "one-per-core",
+	  .choices = smt_choices,
+	  .help = "one-per-core (the first usable PU of each core) or all (every SMT sibling)" },
+	KEY("shards", "exclude", VQ_CFG_STR, exclude, "", 0, 0, false,
+	    "CPUs to leave free, e.g. for NIC interrupts; empty = none"),
+	KEY("shards", "numa_nodes", VQ_CFG_STR, numa_nodes, "all", 0, 0, false,
+	    "all, or a list of NUMA nodes the shards are restricted to"),
+	KEY("shards", "count", VQ_CFG_STR, count, "auto", 0, 0, false,
+	    "auto (one shard per selected CPU) or an upper bound on the number of shards"),
 	KEY("listen", "address", VQ_CFG_STR, address, "127.0.0.1", 0, 0, false,
 	    "IPv4 or IPv6 address to listen on"),
 	KEY("listen", "port", VQ_CFG_U64, port, "7000", 1, 65535, false, "TCP port"),
@@ -62,7 +73,7 @@ static const struct vq_cfg_key framework_keys[] = {
 struct vq_cfg_table vq_config_table(struct vq_config *cfg)
 {
 	return (struct vq_cfg_table){ framework_keys,
-				      sizeof(framework_keys) / sizeof(framework_keys[0]), cfg };
+				      sizeof(framework_keys) / sizeof(framework_keys[0]), cfg, NULL };
 }
 
 struct load_ctx {
@@ -74,6 +85,7 @@ struct load_ctx {
 	char *err;
 	size_t errlen;
 	int failed;
+	int fail_line; /* line of the first failure */
 };
 
 static int parse_u64(const char *v, uint64_t *out, enum vq_cfg_type type)
@@ -185,15 +197,17 @@ static int set_value(const struct vq_cfg_key *k, void *base, const char *v)
 	return -1;
 }
 
-static const struct vq_cfg_key *find_key(const struct load_ctx *c, const char *section,
-					 const char *name, void **base)
+static const struct vq_cfg_key *find_key(const struct vq_cfg_table *tables, size_t ntables,
+					 const char *section, const char *name,
+					 const struct vq_cfg_table **table, size_t *index)
 {
-	for (size_t t = 0; t < c->ntables; t++) {
-		for (size_t i = 0; i < c->tables[t].count; i++) {
-			const struct vq_cfg_key *k = &c->tables[t].keys[i];
+	for (size_t t = 0; t < ntables; t++) {
+		for (size_t i = 0; i < tables[t].count; i++) {
+			const struct vq_cfg_key *k = &tables[t].keys[i];
 
 			if (!strcmp(k->section, section) && !strcmp(k->name, name)) {
-				*base = c->tables[t].base;
+				*table = &tables[t];
+				*index = i;
 				return k;
 			}
 		}
@@ -211,6 +225,7 @@ static void fail(struct load_ctx *c, const char *section, const char *name, cons
 
 	if (c->failed++)
 		return; /* the first error is the one to fix */
+	c->fail_line = c->line;
 	if (c->line > 0)
 		n = (size_t)snprintf(c->err, c->errlen, "%s:%d: %s.%s: ", c->origin, c->line,
 				     section, name);
@@ -225,8 +240,9 @@ static void fail(struct load_ctx *c, const char *section, const char *name, cons
 
 static void apply(struct load_ctx *c, const char *section, const char *name, const char *value)
 {
-	void *base;
-	const struct vq_cfg_key *k = find_key(c, section, name, &base);
+	const struct vq_cfg_table *tbl;
+	size_t idx;
+	const struct vq_cfg_key *k = find_key(c->tables, c->ntables, section, name, &tbl, &idx);
 	char hint[160];
 
 	if (!k) {
@@ -246,9 +262,11 @@ static void apply(struct load_ctx *c, const char *section, const char *name, con
 			fail(c, section, name, "unknown key (no section [%s])", section);
 		return;
 	}
-	if (set_value(k, base, value))
+	if (set_value(k, tbl->base, value))
 		fail(c, section, name, "bad value '%s' (%s)", value,
 		     type_hint(k, hint, sizeof(hint)));
+	else if (tbl->origins)
+		tbl->origins[idx] = (struct vq_cfg_origin){ c->origin, c->line }; /* file outlives us */
 }
 
 static int on_ini_entry(void *user, const char *section, const char *name, const char *value)
@@ -258,10 +276,11 @@ static int on_ini_entry(void *user, const char *section, const char *name, const
 	if (!name)
 		return 1; /* a section header alone */
 	if (!*section) {
-		if (!c->failed++)
-			snprintf(c->err, c->errlen,
-				 "%s:%d: '%s' is outside any [section] (check the header above it)",
+		if (!c->failed++) {
+			c->fail_line = c->line;
+			snprintf(c->err, c->errlen, "%s:%d: '%s' is outside any [section]",
 				 c->origin, c->line, name);
+		}
 		return 0;
 	}
 	apply(c, section, name, value ? value : "");
@@ -286,11 +305,15 @@ int vq_config_load(const struct vq_cfg_table *tables, size_t ntables, const char
 
 	err[0] = 0;
 	c.origin = "default";
-	for (size_t t = 0; t < ntables; t++)
-		for (size_t i = 0; i < tables[t].count; i++)
+	for (size_t t = 0; t < ntables; t++) {
+		for (size_t i = 0; i < tables[t].count; i++) {
 			if (set_value(&tables[t].keys[i], tables[t].base, tables[t].keys[i].dflt))
 				fail(&c, tables[t].keys[i].section, tables[t].keys[i].name,
 				     "bad default '%s'", tables[t].keys[i].dflt);
+			if (tables[t].origins)
+				tables[t].origins[i] = (struct vq_cfg_origin){ NULL, 0 };
+		}
+	}
 	if (c.failed)
 		return -1;
 
@@ -305,7 +328,11 @@ int vq_config_load(const struct vq_cfg_table *tables, size_t ntables, const char
 		c.origin = file;
 		ret = ini_parse_stream(counting_reader, &c, on_ini_entry, &c);
 		fclose(c.fp);
-		if (c.failed)
+		/*
+		 * inih goes on after a syntax error, so a broken "[section" line shows up
+		 * first as odd keys after it: the earlier error is the one to report.
+		 */
+		if (c.failed && (ret <= 0 || ret >= c.fail_line))
 			return -1;
 		if (ret) {
 			snprintf(err, errlen, "%s:%d: syntax error (expected [section] or key = value)",
@@ -391,4 +418,49 @@ void vq_config_diff(const struct vq_cfg_table *old_t, const struct vq_cfg_table 
 				fn(k, ctx);
 		}
 	}
+}
+
+const char *vq_config_where(const struct vq_cfg_table *tables, size_t ntables,
+			    const char *section, const char *name, char *out, size_t len)
+{
+	const struct vq_cfg_table *t;
+	size_t i;
+	const struct vq_cfg_origin *o;
+
+	if (!find_key(tables, ntables, section, name, &t, &i) || !t->origins ||
+	    !t->origins[i].file) {
+		snprintf(out, len, "default");
+		return out;
+	}
+	o = &t->origins[i];
+	if (o->line > 0)
+		snprintf(out, len, "%s:%d", o->file, o->line);
+	else
+		snprintf(out, len, "%s", o->file);
+	return out;
+}
+
+static size_t value_size(const struct vq_cfg_key *k)
+{
+	switch (k->type) {
+	case VQ_CFG_BOOL:
+		return sizeof(bool);
+	case VQ_CFG_STR:
+		return VQ_CFG_STR_MAX;
+	case VQ_CFG_ENUM:
+		return sizeof(int);
+	default:
+		return sizeof(uint64_t);
+	}
+}
+
+void vq_config_copy_reloadable(const struct vq_cfg_table *dst, const struct vq_cfg_table *src,
+			       size_t ntables)
+{
+	for (size_t t = 0; t < ntables; t++)
+		for (size_t i = 0; i < dst[t].count; i++)
+			if (dst[t].keys[i].reloadable)
+				memcpy((char *)dst[t].base + dst[t].keys[i].offset,
+				       (const char *)src[t].base + src[t].keys[i].offset,
+				       value_size(&dst[t].keys[i]));
 }

@@ -30,16 +30,33 @@ struct vq_cfg_key {
 	const char *help;
 };
 
-/* A set of keys and the struct they fill. Apps add their own table to the framework's. */
+/* Where a key's value came from: file:line, an -o override, or the default. */
+struct vq_cfg_origin {
+	const char *file; /* the config path, "-o", or NULL for the default */
+	int line;         /* 1-based line in file; 0 for -o and defaults */
+};
+
+/*
+ * A set of keys and the struct they fill. Apps add their own table to the framework's.
+ * `origins`, when not NULL, has `count` entries that vq_config_load() fills so that
+ * checks made after parsing can cite the line of the key they reject.
+ */
 struct vq_cfg_table {
 	const struct vq_cfg_key *keys;
 	size_t count;
 	void *base;
+	struct vq_cfg_origin *origins;
 };
 
 /* The framework's own settings. */
+enum vq_smt { VQ_SMT_ONE_PER_CORE = 0, VQ_SMT_ALL };
+
 struct vq_config {
-	char cpus[VQ_CFG_STR_MAX];
+	char cpus[VQ_CFG_STR_MAX];       /* "auto" or a CPU list */
+	int smt;                         /* enum vq_smt */
+	char exclude[VQ_CFG_STR_MAX];    /* CPU list, "" = none */
+	char numa_nodes[VQ_CFG_STR_MAX]; /* node list, "" or "all" = every node */
+	char count[VQ_CFG_STR_MAX];      /* "auto" or an upper bound */
 	char address[VQ_CFG_STR_MAX];
 	uint64_t port;
 	uint64_t backlog;
@@ -74,5 +91,20 @@ void vq_config_print(const struct vq_cfg_table *tables, size_t ntables);
 void vq_config_diff(const struct vq_cfg_table *old_t, const struct vq_cfg_table *new_t,
 		    size_t ntables, void (*fn)(const struct vq_cfg_key *key, void *ctx),
 		    void *ctx);
+
+/*
+ * Where section.name got its value, formatted for an error message: "echo.ini:12",
+ * "-o" or "default" (also when the tables carry no origins). Returns out.
+ */
+const char *vq_config_where(const struct vq_cfg_table *tables, size_t ntables,
+			    const char *section, const char *name, char *out, size_t len);
+
+/*
+ * Copy every reloadable key's value from src to dst (tables of the same keys,
+ * e.g. two loads). Non-reloadable keys in dst keep their values: that is how a
+ * reload leaves e.g. shards.cpus as it was until the next restart.
+ */
+void vq_config_copy_reloadable(const struct vq_cfg_table *dst, const struct vq_cfg_table *src,
+			       size_t ntables);
 
 #endif

@@ -7,7 +7,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
+#include <linux/sockios.h>
 
 #include "conn.h"
 #include "log.h"
@@ -124,6 +126,19 @@ static bool conn_idle(const struct vq_conn *c)
 	return !c->in.bytes && !c->out.head && !(c->flags & VQ_CONN_TX);
 }
 
+/*
+ * Draining closes a connection once it is idle. Bytes the peer already sent but
+ * our recv has not yet delivered are part of a request in flight: an empty
+ * queue between two segments of one large request is not the end of it.
+ * One ioctl, only while draining.
+ */
+static bool conn_unread(const struct vq_conn *c)
+{
+	int n = 0;
+
+	return !ioctl(c->fd, SIOCINQ, &n) && n > 0;
+}
+
 /* Move a connection on towards "closed" if it is closing; the last call in every handler. */
 static void progress(struct vq_conn *c)
 {
@@ -132,7 +147,7 @@ static void progress(struct vq_conn *c)
 	if (c->flags & VQ_CONN_CLOSED)
 		return;
 	if (!(c->flags & (VQ_CONN_CLOSING | VQ_CONN_ABORT)) &&
-	    c->shard->state >= VQ_SHARD_DRAINING && conn_idle(c))
+	    c->shard->state >= VQ_SHARD_DRAINING && conn_idle(c) && !conn_unread(c))
 		c->flags |= VQ_CONN_CLOSING; /* draining: done with what it started */
 	if (c->flags & VQ_CONN_ABORT) {
 		if (c->flags & VQ_CONN_TX)

@@ -1,33 +1,38 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * vq_main(): the command line, the config, start-up checks, one pinned shard
- * thread per configured CPU, and signals. Signals are blocked in every thread
- * and read through shard 0's ring from a signalfd, so no code runs in an
- * async signal handler.
+ * vq_main(): the command line, the config, the core map, start-up checks, one
+ * pinned shard thread per mapped CPU, and signals. Signals are blocked in
+ * every thread and read through shard 0's ring from a signalfd, so no code
+ * runs in an async signal handler. A SIGHUP reload publishes a new config
+ * snapshot (cfgpub.h) that every shard adopts at the top of its next turn.
  */
 #include <errno.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <inttypes.h>
 #include <numa.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-#include "cpulist.h"
+#include "cfgpub.h"
 #include "log.h"
 #include "shard.h"
+#include "startup.h"
+#include "topology.h"
 #include "vq_version.h"
 
 #define MAX_OVERRIDES 64
-#define FD_RESERVE    64 /* listeners, rings, eventfds, signalfd, logs */
 
 struct vq_runtime {
 	const struct vq_service *svc;
-	struct vq_config cfg;
+	struct vq_config cfg;          /* the running config; shard 0 (reloads) owns it */
+	struct vq_cfg_origin *origins[2]; /* where each key came from: framework, app */
+	struct vq_cfg_pub pub;         /* the snapshots shards read */
+	struct vq_coremap map;
 	struct vq_shard *shards;
 	int nshards;
 	int sigfd;
@@ -48,10 +53,13 @@ static void usage(FILE *out, const char *prog, const struct vq_service *svc)
 		"  -c, --config FILE     read settings from FILE (INI; see configs/%s.ini)\n"
 		"  -o section.key=value  override one setting (repeatable; after the file)\n"
 		"      --check-config    print the resolved shard map and settings, then exit\n"
+		"      --topology SRC    with --check-config: resolve against an hwloc XML export\n"
+		"                        or 'synthetic:DESC' instead of this machine\n"
 		"  -h, --help            this text\n"
 		"  -V, --version         print the version\n"
 		"\n"
-		"Signals: SIGTERM/SIGINT drain and stop; SIGHUP re-reads the log level.\n",
+		"Signals: SIGTERM/SIGINT drain and stop; SIGHUP re-reads the file and applies\n"
+		"the reloadable keys (log level, limits, timeouts) on every shard.\n",
 		prog, svc->name, svc->name);
 }
 
@@ -81,47 +89,78 @@ static const char *config_path;
 static const char *overrides[MAX_OVERRIDES];
 static size_t noverrides;
 
-static int load(struct vq_runtime *rt, struct vq_config *cfg, void *app_cfg, char *err,
-		size_t errlen);
+static int load(struct vq_runtime *rt, struct vq_config *cfg, void *app_cfg,
+		struct vq_cfg_origin **origins, char *err, size_t errlen);
 
 struct reload_ctx {
-	int changed;
+	char applied[512], ignored[512];
+	size_t na, ni;
+	const struct vq_cfg_key *fw_keys; /* the framework table: its reloadable keys apply */
 };
 
 static void note_change(const struct vq_cfg_key *k, void *arg)
 {
 	struct reload_ctx *ctx = arg;
+	bool apply = k->reloadable && k >= ctx->fw_keys &&
+		     k < ctx->fw_keys + vq_config_table(NULL).count;
 
-	ctx->changed++;
-	if (strcmp(k->section, "log") || strcmp(k->name, "level"))
-		vq_notice("reload: %s.%s changed; it takes effect at the next restart", k->section,
-			  k->name);
+	/* App keys are read by the app in place; they change only with a restart. */
+	if (apply && ctx->na < sizeof(ctx->applied))
+		ctx->na += (size_t)snprintf(ctx->applied + ctx->na, sizeof(ctx->applied) - ctx->na,
+					    "%s%s.%s", ctx->na ? ", " : "", k->section, k->name);
+	else if (!apply && ctx->ni < sizeof(ctx->ignored))
+		ctx->ni += (size_t)snprintf(ctx->ignored + ctx->ni, sizeof(ctx->ignored) - ctx->ni,
+					    "%s%s.%s", ctx->ni ? ", " : "", k->section, k->name);
 }
 
-/* SIGHUP: re-read the file. A file that fails to load leaves everything as it was. */
+/*
+ * SIGHUP, on shard 0: re-read the file. A file that fails to load leaves
+ * everything as it was. Otherwise the reloadable framework keys are copied into
+ * the running config, which is published as a new snapshot; every other shard
+ * is woken so that it adopts it now rather than at its next event.
+ */
 static void reload(struct vq_runtime *rt)
 {
 	const struct vq_service *svc = rt->svc;
 	struct vq_config *cfg = malloc(sizeof(*cfg));
 	void *app_cfg = svc->config_size ? malloc(svc->config_size) : NULL;
-	struct reload_ctx ctx = { 0 };
+	struct reload_ctx ctx = { .fw_keys = vq_config_table(NULL).keys };
+	struct vq_shard *me = vq_shard_self();
 	char err[512];
+	uint64_t gen;
 
 	if (!cfg || (svc->config_size && !app_cfg)) {
 		vq_err("reload: out of memory; keeping the running configuration");
-	} else if (load(rt, cfg, app_cfg, err, sizeof(err))) {
+		goto out;
+	}
+	if (load(rt, cfg, app_cfg, NULL, err, sizeof(err))) {
 		vq_err("reload failed, keeping the running configuration: %s", err);
-	} else {
+		goto out;
+	}
+	{
 		struct vq_cfg_table old_t[2] = { vq_config_table(&rt->cfg),
-						 { svc->keys, svc->nkeys, svc->config } };
+						 { svc->keys, svc->nkeys, svc->config, NULL } };
 		struct vq_cfg_table new_t[2] = { vq_config_table(cfg),
-						 { svc->keys, svc->nkeys, app_cfg } };
+						 { svc->keys, svc->nkeys, app_cfg, NULL } };
 
 		vq_config_diff(old_t, new_t, svc->config_size ? 2 : 1, note_change, &ctx);
-		vq_log_set_level(cfg->log_level);
-		vq_notice("reloaded %s: %d keys changed, log.level = %s", config_path ? config_path : "(defaults)",
-			  ctx.changed, vq_log_level_name(cfg->log_level));
+		vq_config_copy_reloadable(old_t, new_t, 1);
 	}
+	vq_log_set_level(rt->cfg.log_level);
+	gen = vq_cfg_pub_publish(&rt->pub, &rt->cfg);
+	if (!gen) {
+		vq_err("reload: out of memory; shards keep the previous limits");
+		goto out;
+	}
+	for (int i = 0; i < rt->nshards; i++)
+		if (&rt->shards[i] != me && rt->shards[i].drv.impl)
+			rt->shards[i].drv.ops->wake(&rt->shards[i].drv, &me->drv);
+	vq_notice("reloaded %s as generation %lu: applied: %s", config_path ? config_path : "(defaults)",
+		  (unsigned long)gen, ctx.na ? ctx.applied : "nothing changed");
+	if (ctx.ni)
+		vq_warn("reload: %s changed in the file but cannot change while running; "
+			"ignored until restart", ctx.ignored);
+out:
 	free(cfg);
 	free(app_cfg);
 }
@@ -159,8 +198,13 @@ static void *shard_thread(void *arg)
 {
 	struct vq_shard *s = arg;
 	struct vq_runtime *rt = s->rt;
-	int ret = vq_shard_setup(s, true);
+	char name[16];
+	int ret;
 
+	snprintf(name, sizeof(name), "vq-shard-%d", s->id);
+	pthread_setname_np(pthread_self(), name); /* ps -L, /proc/PID/task/TID/comm */
+	vq_cfg_pub_pick(&rt->pub, s->id, &s->cfg);
+	ret = vq_shard_setup(s, true);
 	if (!ret && s->id == 0) {
 		struct vq_buf *b = vq_pool_alloc(&s->pool);
 
@@ -184,120 +228,114 @@ static void *shard_thread(void *arg)
 	return NULL;
 }
 
-static int has_cap_ipc_lock(void)
-{
-	FILE *f = fopen("/proc/self/status", "r");
-	char line[256];
-	unsigned long long caps = 0;
+/* A semantic error found after parsing: "echo.ini:12: shards.cpus: problem (hint)". */
+static void cfg_error(struct vq_runtime *rt, const char *section, const char *name,
+		      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "CapEff: %llx", &caps) == 1)
-			break;
-	fclose(f);
-	return (caps >> 14) & 1; /* CAP_IPC_LOCK */
+static void cfg_error(struct vq_runtime *rt, const char *section, const char *name,
+		      const char *fmt, ...)
+{
+	const struct vq_service *svc = rt->svc;
+	struct vq_cfg_table tables[2] = { vq_config_table(&rt->cfg),
+					  { svc->keys, svc->nkeys, svc->config, rt->origins[1] } };
+	char where[VQ_CFG_STR_MAX + 16], msg[768];
+	va_list ap;
+
+	tables[0].origins = rt->origins[0];
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	vq_err("%s: %s.%s: %s",
+	       vq_config_where(tables, svc->nkeys ? 2 : 1, section, name, where, sizeof(where)),
+	       section, name, msg);
 }
 
-/* Start-up checks: fail now with the fix, not later with an obscure errno. */
-static int check_limits(const struct vq_config *cfg, int nshards)
+/*
+ * The core map from [shards]: against this machine and the CPUs the process
+ * may use, or (for --check-config --topology) against another machine's
+ * topology, all of whose CPUs count as allowed.
+ */
+static int resolve_map(struct vq_runtime *rt, const char *topo_src)
 {
-	struct rlimit rl;
-	uint64_t pool = cfg->buf_count * cfg->buf_size, need = pool * (uint64_t)nshards;
-	rlim_t fds = (rlim_t)(cfg->max_connections * (uint64_t)nshards + FD_RESERVE);
+	const struct vq_config *cfg = &rt->cfg;
+	struct vq_coremap_spec spec = { .cpus = cfg->cpus, .smt = cfg->smt,
+					.exclude = cfg->exclude, .numa_nodes = cfg->numa_nodes,
+					.count = cfg->count };
+	cpu_set_t allowed, isolated;
+	struct vq_topo *topo;
+	char err[512], why[1400];
+	int ret;
 
-	if (!getrlimit(RLIMIT_MEMLOCK, &rl) && rl.rlim_cur != RLIM_INFINITY &&
-	    rl.rlim_cur < need && !has_cap_ipc_lock()) {
-		vq_err("RLIMIT_MEMLOCK is %" PRIu64 " KiB but %d shards x %" PRIu64
-		       " KiB of registered buffers need %" PRIu64 " KiB: raise it "
-		       "(LimitMEMLOCK=%" PRIu64 "K in the systemd unit, or 'ulimit -l %" PRIu64 "'), "
-		       "or lower buffers.count / buffers.size",
-		       (uint64_t)rl.rlim_cur / 1024, nshards, pool / 1024, need / 1024,
-		       need / 1024 + 1024, need / 1024 + 1024);
+	if (vq_topo_load(&topo, topo_src, err, sizeof(err))) {
+		vq_err("topology: %s", err);
 		return -1;
 	}
-	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < fds) {
-		struct rlimit want = { fds, rl.rlim_max > fds ? rl.rlim_max : fds };
-
-		/* Raise the soft limit (and the hard one if we may) before giving up. */
-		if (setrlimit(RLIMIT_NOFILE, &want) &&
-		    (want.rlim_max = rl.rlim_max, want.rlim_cur = rl.rlim_max,
-		     setrlimit(RLIMIT_NOFILE, &want) || rl.rlim_max < fds)) {
-			vq_err("RLIMIT_NOFILE is %" PRIu64 " but limits.max_connections = %" PRIu64
-			       " on %d shards needs %" PRIu64 ": raise it (LimitNOFILE= in the "
-			       "unit, or 'ulimit -n') or lower limits.max_connections",
-			       (uint64_t)rl.rlim_max, cfg->max_connections, nshards, (uint64_t)fds);
+	if (!topo_src) {
+		ret = vq_allowed_cpus("", &allowed, why, sizeof(why));
+		if (ret) {
+			vq_err("sched_getaffinity: %s", strerror(-ret));
+			vq_topo_free(topo);
 			return -1;
 		}
+		vq_debug("allowed CPUs: %s", why);
+		vq_isolated_cpus("", &isolated);
+		spec.allowed = &allowed;
+		spec.isolated = &isolated;
 	}
-	return 0;
-}
-
-static int resolve_cpus(const struct vq_config *cfg, int *cpus, int max)
-{
-	cpu_set_t want, allowed;
-	char err[256], list[256];
-	int n = 0;
-
-	if (vq_cpulist_parse(cfg->cpus, &want, err, sizeof(err))) {
-		vq_err("shards.cpus: %s", err);
+	ret = vq_coremap_resolve(topo, &spec, &rt->map);
+	vq_topo_free(topo);
+	if (ret) {
+		cfg_error(rt, "shards", rt->map.err_key, "%s", rt->map.err);
 		return -1;
 	}
-	if (sched_getaffinity(0, sizeof(allowed), &allowed)) {
-		vq_err("sched_getaffinity: %s", strerror(errno));
-		return -1;
-	}
-	for (int c = 0; c < CPU_SETSIZE; c++) {
-		if (!CPU_ISSET(c, &want))
-			continue;
-		if (!CPU_ISSET(c, &allowed)) {
-			vq_err("shards.cpus: CPU %d is not one this process may run on (allowed: %s; "
-			       "see taskset, CPUAffinity= or the cgroup cpuset)",
-			       c, vq_cpulist_format(&allowed, list, sizeof(list)));
-			return -1;
-		}
-		if (n < max)
-			cpus[n++] = c;
-	}
-	return n;
+	for (int i = 0; i < rt->map.nwarn; i++)
+		vq_warn("%s", rt->map.warn[i]);
+	return rt->map.n;
 }
 
-static int check_buffers(const struct vq_config *cfg)
+static int check_buffers(struct vq_runtime *rt)
 {
+	const struct vq_config *cfg = &rt->cfg;
 	uint64_t p = cfg->buf_provided;
 
 	if (p & (p - 1)) {
-		vq_err("buffers.provided: %" PRIu64 " is not a power of two (try %" PRIu64 ")", p,
-		       (uint64_t)1 << (63 - __builtin_clzll(p)));
+		cfg_error(rt, "buffers", "provided", "%" PRIu64 " is not a power of two (try %" PRIu64
+			  ")", p, (uint64_t)1 << (63 - __builtin_clzll(p)));
 		return -1;
 	}
 	if (p >= cfg->buf_count) {
-		vq_err("buffers.provided: %" PRIu64 " must be below buffers.count (%" PRIu64
-		       ") so that replies can allocate buffers", p, cfg->buf_count);
+		cfg_error(rt, "buffers", "provided", "%" PRIu64 " must be below buffers.count (%"
+			  PRIu64 ") so that replies can allocate buffers", p, cfg->buf_count);
 		return -1;
 	}
 	if (cfg->buf_size % 4096) {
-		vq_err("buffers.size: %" PRIu64 " is not a multiple of 4096", cfg->buf_size);
+		cfg_error(rt, "buffers", "size", "%" PRIu64 " is not a multiple of 4096 (try %" PRIu64
+			  "K)", cfg->buf_size, (cfg->buf_size + 4095) / 4096 * 4);
 		return -1;
 	}
 	return 0;
 }
 
-static int load(struct vq_runtime *rt, struct vq_config *cfg, void *app_cfg, char *err,
-		size_t errlen)
+static int load(struct vq_runtime *rt, struct vq_config *cfg, void *app_cfg,
+		struct vq_cfg_origin **origins, char *err, size_t errlen)
 {
 	struct vq_cfg_table tables[2] = { vq_config_table(cfg),
-					  { rt->svc->keys, rt->svc->nkeys, app_cfg } };
+					  { rt->svc->keys, rt->svc->nkeys, app_cfg,
+					    origins ? origins[1] : NULL } };
+
+	tables[0].origins = origins ? origins[0] : NULL;
 
 	return vq_config_load(tables, rt->svc->nkeys ? 2 : 1, config_path, overrides, noverrides,
 			      err, errlen);
 }
 
-static int parse_args(int argc, char **argv, const struct vq_service *svc, bool *check_only)
+static int parse_args(int argc, char **argv, const struct vq_service *svc, bool *check_only,
+		      const char **topo_src)
 {
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "check-config", no_argument, NULL, 'C' },
+		{ "topology", required_argument, NULL, 'T' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -321,6 +359,9 @@ static int parse_args(int argc, char **argv, const struct vq_service *svc, bool 
 		case 'C':
 			*check_only = true;
 			break;
+		case 'T':
+			*topo_src = optarg;
+			break;
 		case 'h':
 			usage(stdout, argv[0], svc);
 			return 0;
@@ -333,6 +374,11 @@ static int parse_args(int argc, char **argv, const struct vq_service *svc, bool 
 			return 2;
 		}
 	}
+	if (*topo_src && !*check_only) {
+		fprintf(stderr, "%s: --topology describes another machine; it needs --check-config\n",
+			argv[0]);
+		return 2;
+	}
 	if (optind < argc) {
 		fprintf(stderr, "%s: unexpected argument '%s'\n", argv[0], argv[optind]);
 		usage(stderr, argv[0], svc);
@@ -341,46 +387,76 @@ static int parse_args(int argc, char **argv, const struct vq_service *svc, bool 
 	return -1;
 }
 
-static void print_map(const struct vq_runtime *rt, const int *cpus)
+/* One row per shard; printed by --check-config and logged at start-up. */
+static void map_rows(const struct vq_runtime *rt, void (*out)(const char *line, void *ctx),
+		     void *ctx)
 {
-	printf("# shard  cpu  node  pool            ring  driver\n");
-	for (int i = 0; i < rt->nshards; i++)
-		printf("  %-5d  %-3d  %-4d  %4" PRIu64 " x %-6" PRIu64 "  %-4" PRIu64 "  uring\n", i,
-		       cpus[i], numa_available() >= 0 ? numa_node_of_cpu(cpus[i]) : 0, rt->cfg.buf_count, rt->cfg.buf_size,
-		       rt->cfg.sq_entries);
+	const struct vq_config *cfg = &rt->cfg;
+	char line[160], pool[48];
+
+	out("shard  cpu  core  package  node  pool              ring  driver", ctx);
+	for (int i = 0; i < rt->map.n; i++) {
+		const struct vq_place *p = &rt->map.place[i];
+
+		snprintf(pool, sizeof(pool), "%" PRIu64 " x %" PRIu64 "K", cfg->buf_count,
+			 cfg->buf_size / 1024);
+		snprintf(line, sizeof(line), "%-5d  %-3d  %-4d  %-7d  %-4d  %-16s  %-4" PRIu64 "  %s",
+			 i, p->cpu, p->core, p->package, p->node, pool, cfg->sq_entries,
+			 "uring" /* the only driver so far; io.driver will choose */);
+		out(line, ctx);
+	}
+}
+
+static void row_to_stdout(const char *line, void *ctx)
+{
+	printf("%s%s\n", ctx ? "# " : "  ", line);
+}
+
+static void row_to_log(const char *line, void *ctx)
+{
+	vq_info("core map: %s", line);
 }
 
 int vq_main(int argc, char **argv, const struct vq_service *svc)
 {
 	static struct vq_runtime runtime;
 	struct vq_runtime *rt = &runtime;
-	int cpus[CPU_SETSIZE];
+	const char *topo_src = NULL;
 	bool check_only = false;
 	char err[512];
 	sigset_t mask;
 	int ret, status = 0;
 
 	rt->svc = svc;
-	ret = parse_args(argc, argv, svc, &check_only);
+	ret = parse_args(argc, argv, svc, &check_only, &topo_src);
 	if (ret >= 0)
 		return ret;
-	if (load(rt, &rt->cfg, svc->config, err, sizeof(err))) {
+	rt->origins[0] = calloc(vq_config_table(NULL).count, sizeof(struct vq_cfg_origin));
+	rt->origins[1] = calloc(svc->nkeys + 1, sizeof(struct vq_cfg_origin));
+	if (!rt->origins[0] || !rt->origins[1]) {
+		vq_err("out of memory");
+		return 1;
+	}
+	if (load(rt, &rt->cfg, svc->config, rt->origins, err, sizeof(err))) {
 		vq_err("%s", err);
 		return 1;
 	}
 	vq_log_set_level(rt->cfg.log_level);
-	rt->nshards = resolve_cpus(&rt->cfg, cpus, CPU_SETSIZE);
-	if (rt->nshards < 0 || check_buffers(&rt->cfg))
+	rt->nshards = resolve_map(rt, topo_src);
+	if (rt->nshards < 0 || check_buffers(rt))
 		return 1;
 	if (check_only) {
-		print_map(rt, cpus);
-		printf("\n");
 		struct vq_cfg_table tables[2] = { vq_config_table(&rt->cfg),
-						  { svc->keys, svc->nkeys, svc->config } };
+						  { svc->keys, svc->nkeys, svc->config, NULL } };
+
+		map_rows(rt, row_to_stdout, NULL);
+		printf("\n");
 		vq_config_print(tables, svc->nkeys ? 2 : 1);
 		return 0;
 	}
-	if (check_limits(&rt->cfg, rt->nshards))
+	map_rows(rt, row_to_log, NULL);
+	if (vq_check_memlock(&rt->cfg, rt->nshards) || vq_check_nofile(&rt->cfg, rt->nshards) ||
+	    vq_check_hugepages(&rt->cfg, rt->map.place, rt->nshards, ""))
 		return 1;
 
 	/* Block the signals we handle in every thread; shard 0 reads them from a signalfd. */
@@ -397,20 +473,27 @@ int vq_main(int argc, char **argv, const struct vq_service *svc)
 	}
 
 	rt->shards = calloc((size_t)rt->nshards, sizeof(*rt->shards));
-	if (!rt->shards) {
+	if (!rt->shards || vq_cfg_pub_init(&rt->pub, &rt->cfg, rt->nshards)) {
 		vq_err("out of memory");
 		return 1;
 	}
 	pthread_mutex_init(&rt->mu, NULL);
 	pthread_cond_init(&rt->cv, NULL);
+	/*
+	 * libnuma fills its node-to-CPUs cache lazily and without a lock: shard
+	 * threads racing through numa_node_of_cpu() leak (or worse). Fill it here.
+	 */
+	if (numa_available() >= 0)
+		for (int i = 0; i < rt->nshards; i++)
+			numa_node_of_cpu(rt->map.place[i].cpu);
 	for (int i = 0; i < rt->nshards; i++) {
 		struct vq_shard *s = &rt->shards[i];
 
 		s->id = i;
-		s->cpu = cpus[i];
+		s->cpu = rt->map.place[i].cpu;
 		s->rt = rt;
 		s->svc = svc;
-		s->cfg = &rt->cfg;
+		s->cfg_pub = &rt->pub; /* the thread picks its snapshot before set-up */
 		ret = pthread_create(&s->thread, NULL, shard_thread, s);
 		if (ret) {
 			vq_err("starting shard %d: %s", i, strerror(ret));
@@ -440,6 +523,10 @@ int vq_main(int argc, char **argv, const struct vq_service *svc)
 	}
 	close(rt->sigfd);
 	free(rt->shards);
+	vq_cfg_pub_fini(&rt->pub);
+	vq_coremap_free(&rt->map);
+	free(rt->origins[0]);
+	free(rt->origins[1]);
 	if (!rt->failed)
 		vq_notice("stopped %s", status ? "with errors (see above)" : "cleanly");
 	return status;

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cfgpub.h"
 #include "conn.h"
 #include "listener.h"
 #include "log.h"
@@ -190,6 +191,10 @@ void vq_shard_turn(struct vq_shard *s, int64_t timeout_ns)
 	int ret;
 
 	s->now_ns = start;
+	/* A SIGHUP reload published a new snapshot: adopt it before touching any limit. */
+	if (s->cfg_pub && vq_cfg_pub_pick(s->cfg_pub, s->id, &s->cfg))
+		vq_debug("configuration generation %lu applied",
+			 (unsigned long)vq_cfg_pub_acked(s->cfg_pub, s->id));
 	run_ready(s);
 	s->drv.ops->replenish(&s->drv);
 	vq_pool_run_waiters(&s->pool);

@@ -15,6 +15,7 @@
 
 struct vq_conn;
 struct vq_runtime;
+struct vq_cfg_pub;
 
 /* Deferred work: runs on the shard at the start of its next loop iteration. */
 struct vq_task {
@@ -50,7 +51,8 @@ struct vq_shard {
 	int node;
 	struct vq_runtime *rt;
 	const struct vq_service *svc;
-	const struct vq_config *cfg;
+	const struct vq_config *cfg;  /* this shard's snapshot; changes only between turns */
+	struct vq_cfg_pub *cfg_pub;   /* where reloads are published (NULL: cfg is fixed) */
 	struct vq_driver drv;
 	struct vq_pool pool;
 	struct vq_timer_heap timers;
