@@ -35,26 +35,29 @@ static inline void check_home(const struct vq_buf *b)
 	(void)b;
 }
 
-static void *map_region(size_t len, enum vq_hugepages huge, bool *got_huge)
+/* Map len bytes; explicit huge pages need a 2 MiB multiple, so that attempt rounds up. */
+static void *map_region(size_t *len, enum vq_hugepages huge, bool *got_huge)
 {
+	size_t huge_len = (*len + HUGE_2M - 1) & ~((size_t)HUGE_2M - 1);
 	void *p = MAP_FAILED;
 
 	*got_huge = false;
 	if (huge != VQ_HUGE_OFF) {
-		p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		p = mmap(NULL, huge_len, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
-		if (p != MAP_FAILED)
+		if (p != MAP_FAILED) {
 			*got_huge = true;
-		else if (huge == VQ_HUGE_ON)
+			*len = huge_len;
+			return p;
+		}
+		if (huge == VQ_HUGE_ON)
 			return NULL;
 	}
-	if (p == MAP_FAILED) {
-		p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (p == MAP_FAILED)
-			return NULL;
-		if (huge == VQ_HUGE_TRY)
-			madvise(p, len, MADV_HUGEPAGE); /* transparent huge pages, best effort */
-	}
+	p = mmap(NULL, *len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	if (huge == VQ_HUGE_TRY)
+		madvise(p, *len, MADV_HUGEPAGE); /* transparent huge pages, best effort */
 	return p;
 }
 
@@ -67,10 +70,7 @@ int vq_pool_init(struct vq_pool *p, const struct vq_pool_params *params)
 	    params->count > (1u << 16))
 		return -EINVAL;
 	len = (size_t)params->count * params->size;
-	if (params->huge != VQ_HUGE_OFF)
-		len = (len + HUGE_2M - 1) & ~((size_t)HUGE_2M - 1);
-
-	p->region = map_region(len, params->huge, &p->huge);
+	p->region = map_region(&len, params->huge, &p->huge);
 	if (!p->region)
 		return params->huge == VQ_HUGE_ON ? -ENOMEM : -errno;
 	p->region_len = len;

@@ -30,7 +30,7 @@ int vq_check_memlock(const struct vq_config *cfg, int nshards)
 	struct rlimit rl;
 	uint64_t pool = cfg->buf_count * cfg->buf_size, need;
 
-	/* pool.c rounds a region that may use huge pages up to 2 MiB, fallback or not. */
+	/* A pool on explicit huge pages is rounded up to 2 MiB (pool.c); count it so. */
 	if (cfg->hugepages != 0 /* off */)
 		pool = (pool + HUGE_2M - 1) / HUGE_2M * HUGE_2M;
 	need = pool * (uint64_t)nshards;
