@@ -54,7 +54,7 @@ static void abstract_name(char *out, size_t len, const char *what)
 
 START_TEST(send_to_path)
 {
-	char path[] = "/tmp/vq-notify-XXXXXX";
+	char path[64] = "/tmp/vq-notify-XXXXXX";
 	int fd;
 
 	ck_assert_ptr_nonnull(mkdtemp(path));
