@@ -141,10 +141,19 @@ void vq_sd_stopping(void)
 	vq_sd_notifyf("STOPPING=1\nSTATUS=draining connections, then stopping");
 }
 
+/*
+ * A quarter of the watchdog interval: pings are due every two ticks, so one
+ * tick that misjudges a shard (a thread preempted on a busy host) delays a
+ * ping to 3/4 of the interval instead of letting systemd fire.
+ */
+static uint64_t tick_ns(void)
+{
+	return sd_watchdog_ns && sd_watchdog_ns / 4 < TICK_MAX_NS ? sd_watchdog_ns / 4 : TICK_MAX_NS;
+}
+
 uint64_t vq_sd_max_wait_ns(void)
 {
-	uint64_t tick = sd_watchdog_ns && sd_watchdog_ns / 2 < TICK_MAX_NS ? sd_watchdog_ns / 2 :
-									     TICK_MAX_NS;
+	uint64_t tick = tick_ns();
 
 	if (sd_fd < 0)
 		return 0;
@@ -173,8 +182,7 @@ int vq_sd_watch_init(struct vq_sd_watch *w, struct vq_shard *shards, int n, uint
 	w->shards = shards;
 	w->nshards = n;
 	w->watchdog_ns = vq_sd_watchdog_ns();
-	w->tick_ns = w->watchdog_ns && w->watchdog_ns / 2 < TICK_MAX_NS ? w->watchdog_ns / 2 :
-									 TICK_MAX_NS;
+	w->tick_ns = tick_ns();
 	w->extend_limit_ns = drain_ns + EXTEND_GRACE;
 	w->stalled = -1;
 	return 0;
@@ -225,8 +233,8 @@ uint64_t vq_sd_tick(struct vq_sd_watch *w, uint64_t now_ns)
 	w->stalled = stalled;
 
 	update_status(w);
-	/* Ping if waiting one more tick would overshoot half the watchdog interval. */
-	if (stalled < 0 && w->watchdog_ns && now_ns + w->tick_ns > w->next_ping_ns) {
+	/* Every half interval; half a tick early rather than a tick late. */
+	if (stalled < 0 && w->watchdog_ns && now_ns + w->tick_ns / 2 >= w->next_ping_ns) {
 		vq_sd_notifyf("WATCHDOG=1");
 		w->next_ping_ns = now_ns + w->watchdog_ns / 2;
 	}

@@ -122,7 +122,7 @@ START_TEST(env_and_watchdog)
 	ck_assert_int_eq(vq_sd_init(), 0);
 	ck_assert(vq_sd_active());
 	ck_assert_uint_eq(vq_sd_watchdog_ns(), 2000000000ull);
-	ck_assert_uint_eq(vq_sd_max_wait_ns(), 250000000ull); /* tick 1 s, capped at 250 ms */
+	ck_assert_uint_eq(vq_sd_max_wait_ns(), 250000000ull); /* tick 500 ms: two turns per tick */
 	ck_assert_int_eq(vq_sd_notifyf("STATUS=%d shards", 3), 0);
 	ck_assert_str_eq(next_msg(fd), "STATUS=3 shards");
 
@@ -136,7 +136,10 @@ START_TEST(env_and_watchdog)
 	setenv("WATCHDOG_USEC", "400000", 1);
 	ck_assert_int_eq(vq_sd_init(), 0);
 	ck_assert_uint_eq(vq_sd_watchdog_ns(), 400000000ull);
-	ck_assert_uint_eq(vq_sd_max_wait_ns(), 100000000ull); /* tick 200 ms: two turns per tick */
+	ck_assert_uint_eq(vq_sd_max_wait_ns(), 50000000ull); /* tick 100 ms */
+	setenv("WATCHDOG_USEC", "30000000", 1);
+	ck_assert_int_eq(vq_sd_init(), 0);
+	ck_assert_uint_eq(vq_sd_max_wait_ns(), 250000000ull); /* tick 1 s, turns capped at 250 ms */
 	vq_sd_fini();
 	close(fd);
 }
@@ -163,7 +166,7 @@ START_TEST(supervisor)
 	struct vq_shard *sh = calloc(2, sizeof(*sh));
 	struct vq_sd_watch w;
 	char name[64];
-	uint64_t t = 1000000000ull, tick;
+	uint64_t t = 1000000000ull, half = 500000000ull;
 	int fd;
 
 	abstract_name(name, sizeof(name), "sup");
@@ -179,35 +182,39 @@ START_TEST(supervisor)
 	sh[1].live_conns = 5;
 	ck_assert_int_eq(vq_sd_watch_init(&w, sh, 2, 5000000000ull), 0);
 
-	tick = vq_sd_tick(&w, t);
-	ck_assert_uint_eq(tick, 500000000ull); /* half of WATCHDOG_USEC */
+	ck_assert_uint_eq(vq_sd_tick(&w, t), 250000000ull); /* a quarter of WATCHDOG_USEC */
 	ck_assert_str_eq(next_msg(fd), "STATUS=2 shards, 5 connections, driver uring (sq=8)");
 	ck_assert_str_eq(next_msg(fd), "WATCHDOG=1");
 
+	/* A tick (not half an interval) later no ping is due yet; at half the interval one is. */
+	sh[0].heartbeat = 6;
+	sh[1].heartbeat = 8;
+	vq_sd_tick(&w, t += half / 2);
+	ck_assert_str_eq(next_msg(fd), "");
 	sh[0].heartbeat = 7;
 	sh[1].heartbeat = 9;
-	vq_sd_tick(&w, t += tick);
+	vq_sd_tick(&w, t += half / 2);
 	ck_assert_str_eq(next_msg(fd), "WATCHDOG=1");
 
 	sh[0].heartbeat = 8; /* shard 1 stalls */
-	vq_sd_tick(&w, t += tick);
+	vq_sd_tick(&w, t += half);
 	ck_assert_str_eq(next_msg(fd), "");
 	ck_assert_int_eq(w.stalled, 1);
 
 	sh[0].heartbeat = 9;
 	sh[1].heartbeat = 10; /* it recovers */
-	vq_sd_tick(&w, t += tick);
+	vq_sd_tick(&w, t += half);
 	ck_assert_str_eq(next_msg(fd), "WATCHDOG=1");
 
 	vq_sd_stopping();
 	ck_assert_str_eq(next_msg(fd), "STOPPING=1\nSTATUS=draining connections, then stopping");
 	sh[0].heartbeat = 10;
 	sh[1].heartbeat = VQ_SD_BEAT_DONE;
-	vq_sd_tick(&w, t += tick);
+	vq_sd_tick(&w, t += half);
 	ck_assert_str_eq(next_msg(fd),
 			 "STATUS=stopping: 2 shards, 5 connections, driver uring (sq=8)");
 	ck_assert_str_eq(next_msg(fd), "WATCHDOG=1");
-	ck_assert_str_eq(next_msg(fd), "EXTEND_TIMEOUT_USEC=1500000");
+	ck_assert_str_eq(next_msg(fd), "EXTEND_TIMEOUT_USEC=750000"); /* three ticks */
 
 	/* A drain stuck past drain_timeout + grace gets no more time. */
 	sh[0].heartbeat = 11;
