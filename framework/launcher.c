@@ -487,6 +487,10 @@ int vq_main(int argc, char **argv, const struct vq_service *svc)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the supervisor's ticks: vq_clock_ns() */
 	pthread_cond_init(&rt->cv, &ca);
 	pthread_condattr_destroy(&ca);
+	/* libnuma fills its node->CPUs cache on first use without a lock; shards call
+	 * numa_node_of_cpu() concurrently when they pin, so fill it here first. */
+	for (int i = 0; i < rt->nshards && numa_available() >= 0; i++)
+		numa_node_of_cpu(cpus[i]);
 	for (int i = 0; i < rt->nshards; i++) {
 		struct vq_shard *s = &rt->shards[i];
 
