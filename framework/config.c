@@ -68,6 +68,8 @@ static const struct vq_cfg_key framework_keys[] = {
 	  .offset = offsetof(struct vq_config, log_level), .dflt = "info",
 	  .choices = level_choices, .reloadable = true,
 	  .help = "err, warning, notice, info or debug" },
+	KEY("debug", "stall_on_signal", VQ_CFG_BOOL, debug_stall_on_signal, "no", 0, 0, false,
+	    "for tests only: SIGUSR2 makes a shard hang forever, to exercise the watchdog"),
 };
 
 struct vq_cfg_table vq_config_table(struct vq_config *cfg)

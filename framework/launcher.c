@@ -20,6 +20,7 @@
 
 #include "cfgpub.h"
 #include "log.h"
+#include "sdnotify.h"
 #include "shard.h"
 #include "startup.h"
 #include "topology.h"
@@ -41,6 +42,7 @@ struct vq_runtime {
 	pthread_cond_t cv;
 	int started;
 	int failed;
+	int exited;  /* shard threads that have returned; the main thread waits for all */
 };
 
 static void usage(FILE *out, const char *prog, const struct vq_service *svc)
@@ -129,6 +131,8 @@ static void reload(struct vq_runtime *rt)
 	char err[512];
 	uint64_t gen;
 
+	/* MONOTONIC_USEC lets newer systemd (253+, Type=notify-reload) pair it with the signal. */
+	vq_sd_notifyf("RELOADING=1\nMONOTONIC_USEC=%" PRIu64, vq_clock_ns() / 1000);
 	if (!cfg || (svc->config_size && !app_cfg)) {
 		vq_err("reload: out of memory; keeping the running configuration");
 		goto out;
@@ -163,6 +167,23 @@ static void reload(struct vq_runtime *rt)
 out:
 	free(cfg);
 	free(app_cfg);
+	vq_sd_notifyf("READY=1"); /* serving again, with the new settings or the old ones */
+}
+
+/* debug.stall_on_signal: SIGUSR2 hangs the last shard (sigqueue's value picks another). */
+static void stall_shard(struct vq_shard *s, const struct signalfd_siginfo *si)
+{
+	struct vq_runtime *rt = s->rt;
+	int n = si->ssi_code == SI_QUEUE ? si->ssi_int : rt->nshards - 1;
+
+	if (n < 0 || n >= rt->nshards) {
+		vq_warn("SIGUSR2: no shard %d to stall", n);
+		return;
+	}
+	vq_warn("SIGUSR2: stalling shard %d on purpose (debug.stall_on_signal = yes)", n);
+	atomic_store(&rt->shards[n].debug_stall, 1);
+	if (n != s->id)
+		rt->shards[n].drv.ops->wake(&rt->shards[n].drv, &s->drv);
 }
 
 static void sig_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
@@ -180,7 +201,12 @@ static void sig_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags
 		reload(rt);
 		arm_signals(s, b);
 		return;
+	case SIGUSR2:
+		stall_shard(s, si);
+		arm_signals(s, b);
+		return;
 	default:
+		vq_sd_stopping();
 		vq_notice("%s: draining (up to %" PRIu64 " ms), then stopping",
 			  strsignal((int)si->ssi_signo), rt->cfg.drain_timeout_ms);
 		vq_buf_release(b);
@@ -222,10 +248,57 @@ static void *shard_thread(void *arg)
 	if (ret) {
 		vq_shard_teardown(s);
 		s->exit_status = 1;
-		return NULL;
+	} else {
+		vq_shard_run(s);
 	}
-	vq_shard_run(s);
+	atomic_store(&s->heartbeat, VQ_SD_BEAT_DONE); /* ended, not stalled */
+	pthread_mutex_lock(&rt->mu);
+	rt->exited++;
+	pthread_cond_signal(&rt->cv);
+	pthread_mutex_unlock(&rt->mu);
 	return NULL;
+}
+
+/* One supervisor turn; returns when the next is due (UINT64_MAX: never). */
+static uint64_t tick(struct vq_sd_watch *w)
+{
+	uint64_t now = vq_clock_ns(), wait = vq_sd_tick(w, now);
+
+	return wait == UINT64_MAX ? UINT64_MAX : now + wait;
+}
+
+/*
+ * The main thread's job once the shards run: the systemd supervisor
+ * (sdnotify.c) every tick, until every shard thread has returned.
+ */
+static void supervise(struct vq_runtime *rt)
+{
+	struct vq_sd_watch w;
+	uint64_t next = UINT64_MAX;
+	bool watching = !vq_sd_watch_init(&w, rt->shards, rt->nshards,
+					  rt->cfg.drain_timeout_ms * 1000000ull);
+
+	if (watching)
+		next = tick(&w);
+	pthread_mutex_lock(&rt->mu);
+	while (rt->exited < rt->nshards) {
+		struct timespec ts;
+
+		if (next == UINT64_MAX) {
+			pthread_cond_wait(&rt->cv, &rt->mu);
+			continue;
+		}
+		ts.tv_sec = (time_t)(next / 1000000000ull);
+		ts.tv_nsec = (long)(next % 1000000000ull);
+		if (pthread_cond_timedwait(&rt->cv, &rt->mu, &ts) != ETIMEDOUT)
+			continue; /* a shard ended: tick on schedule only, or the beats look stalled */
+		pthread_mutex_unlock(&rt->mu);
+		next = tick(&w);
+		pthread_mutex_lock(&rt->mu);
+	}
+	pthread_mutex_unlock(&rt->mu);
+	if (watching)
+		vq_sd_watch_fini(&w);
 }
 
 /* A semantic error found after parsing: "echo.ini:12: shards.cpus: problem (hint)". */
@@ -458,12 +531,18 @@ int vq_main(int argc, char **argv, const struct vq_service *svc)
 	if (vq_check_memlock(&rt->cfg, rt->nshards) || vq_check_nofile(&rt->cfg, rt->nshards) ||
 	    vq_check_hugepages(&rt->cfg, rt->map.place, rt->nshards, ""))
 		return 1;
+	ret = vq_sd_init();
+	if (ret)
+		vq_warn("NOTIFY_SOCKET=%s: %s; running without systemd notifications",
+			getenv("NOTIFY_SOCKET"), strerror(-ret));
 
 	/* Block the signals we handle in every thread; shard 0 reads them from a signalfd. */
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGHUP);
+	if (rt->cfg.debug_stall_on_signal)
+		sigaddset(&mask, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	rt->sigfd = signalfd(-1, &mask, SFD_CLOEXEC);
@@ -478,7 +557,12 @@ int vq_main(int argc, char **argv, const struct vq_service *svc)
 		return 1;
 	}
 	pthread_mutex_init(&rt->mu, NULL);
-	pthread_cond_init(&rt->cv, NULL);
+	pthread_condattr_t ca;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the supervisor's ticks: vq_clock_ns() */
+	pthread_cond_init(&rt->cv, &ca);
+	pthread_condattr_destroy(&ca);
 	/*
 	 * libnuma fills its node-to-CPUs cache lazily and without a lock: shard
 	 * threads racing through numa_node_of_cpu() leak (or worse). Fill it here.
@@ -494,6 +578,7 @@ int vq_main(int argc, char **argv, const struct vq_service *svc)
 		s->rt = rt;
 		s->svc = svc;
 		s->cfg_pub = &rt->pub; /* the thread picks its snapshot before set-up */
+		s->max_wait_ns = vq_sd_max_wait_ns();
 		ret = pthread_create(&s->thread, NULL, shard_thread, s);
 		if (ret) {
 			vq_err("starting shard %d: %s", i, strerror(ret));
@@ -516,7 +601,9 @@ int vq_main(int argc, char **argv, const struct vq_service *svc)
 	} else if (!status) {
 		vq_notice("veloq-%s %s: %d shards listening on %s port %" PRIu64, svc->name,
 			  VQ_VERSION, rt->nshards, rt->cfg.address, rt->cfg.port);
+		vq_sd_notifyf("READY=1");
 	}
+	supervise(rt);
 	for (int i = 0; i < rt->nshards; i++) {
 		pthread_join(rt->shards[i].thread, NULL);
 		status |= rt->shards[i].exit_status;
@@ -527,6 +614,7 @@ int vq_main(int argc, char **argv, const struct vq_service *svc)
 	vq_coremap_free(&rt->map);
 	free(rt->origins[0]);
 	free(rt->origins[1]);
+	vq_sd_fini();
 	if (!rt->failed)
 		vq_notice("stopped %s", status ? "with errors (see above)" : "cleanly");
 	return status;

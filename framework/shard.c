@@ -216,6 +216,17 @@ void vq_shard_turn(struct vq_shard *s, int64_t timeout_ns)
 	s->st.iterations++;
 	if (took > s->st.longest_iter_ns)
 		s->st.longest_iter_ns = took;
+	/* For the supervisor: relaxed, it only needs to see the numbers move. */
+	atomic_store_explicit(&s->heartbeat, s->st.iterations, memory_order_relaxed);
+	atomic_store_explicit(&s->live_conns, s->nconns, memory_order_relaxed);
+}
+
+/* debug.stall_on_signal: hang here, as a shard stuck in a callback would; tests only. */
+static void debug_stall(struct vq_shard *s)
+{
+	vq_warn("stalling on purpose (debug.stall_on_signal): this shard stops turning its loop");
+	for (;;)
+		pause(); /* every handled signal is blocked: only SIGKILL/SIGABRT end this */
 }
 
 static bool stopped(struct vq_shard *s)
@@ -232,8 +243,13 @@ static bool stopped(struct vq_shard *s)
 
 int vq_shard_run(struct vq_shard *s)
 {
-	while (!stopped(s))
-		vq_shard_turn(s, -1);
+	int64_t max_wait = s->max_wait_ns ? (int64_t)s->max_wait_ns : -1;
+
+	while (!stopped(s)) {
+		vq_shard_turn(s, max_wait);
+		if (atomic_load_explicit(&s->debug_stall, memory_order_relaxed))
+			debug_stall(s);
+	}
 	return vq_shard_teardown(s);
 }
 

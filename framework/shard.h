@@ -69,6 +69,11 @@ struct vq_shard {
 	uint32_t nconns;
 
 	struct vq_shard_stats st;
+	/* Read by the supervisor thread (sdnotify.c): a beat per loop turn, the open connections. */
+	_Atomic uint64_t heartbeat;
+	_Atomic uint32_t live_conns;
+	uint64_t max_wait_ns;     /* longest loop sleep, so the beat moves when idle; 0 = no limit */
+	_Atomic int debug_stall;  /* debug.stall_on_signal: block this shard forever (tests only) */
 	void *app;                /* per-shard app state, for shard_init to set */
 	void (*stop_hook)(struct vq_shard *s); /* runs when the shard starts draining */
 	pthread_t thread;

@@ -25,25 +25,34 @@ static int has_cap_ipc_lock(void)
 	return (caps >> 14) & 1; /* CAP_IPC_LOCK */
 }
 
+/*
+ * Locked memory one shard's rings need on kernels that charge them (6.x): the
+ * SQEs (64 B), the CQEs (16 B, 8 per SQE), the provided ring (16 B an entry),
+ * and 64 KiB for the ring headers and page rounding.
+ */
+static uint64_t ring_bytes(const struct vq_config *cfg)
+{
+	return cfg->sq_entries * (64 + 8 * 16) + cfg->buf_provided * 16 + (64 << 10);
+}
+
 int vq_check_memlock(const struct vq_config *cfg, int nshards)
 {
 	struct rlimit rl;
-	uint64_t pool = cfg->buf_count * cfg->buf_size, need;
+	uint64_t pool = cfg->buf_count * cfg->buf_size, ring = ring_bytes(cfg), need;
 
 	/* A pool on explicit huge pages is rounded up to 2 MiB (pool.c); count it so. */
 	if (cfg->hugepages != 0 /* off */)
 		pool = (pool + HUGE_2M - 1) / HUGE_2M * HUGE_2M;
-	need = pool * (uint64_t)nshards;
+	need = (pool + ring) * (uint64_t)nshards;
 
 	if (getrlimit(RLIMIT_MEMLOCK, &rl) || rl.rlim_cur == RLIM_INFINITY ||
 	    rl.rlim_cur >= need || has_cap_ipc_lock())
 		return 0;
-	/* The ring's own memory is charged too: ask for a MiB of headroom. */
-	vq_err("RLIMIT_MEMLOCK is %" PRIu64 " KiB but %d shards x %" PRIu64
-	       " KiB of registered buffers need %" PRIu64 " KiB: raise it "
+	vq_err("RLIMIT_MEMLOCK is %" PRIu64 " KiB but %d shards x (%" PRIu64
+	       " KiB of registered buffers + %" PRIu64 " KiB of ring) need %" PRIu64 " KiB: raise it "
 	       "(LimitMEMLOCK=%" PRIu64 "K in the systemd unit, or 'ulimit -l %" PRIu64 "'), "
 	       "or lower buffers.count / buffers.size",
-	       (uint64_t)rl.rlim_cur / 1024, nshards, pool / 1024, need / 1024,
+	       (uint64_t)rl.rlim_cur / 1024, nshards, pool / 1024, ring / 1024, need / 1024,
 	       need / 1024 + 1024, need / 1024 + 1024);
 	return -1;
 }
