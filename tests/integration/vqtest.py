@@ -1,5 +1,6 @@
 """Shared helpers for veloq's integration tests: start a real service, talk to it
 over real sockets on 127.0.0.1, stop it, and check that it shut down cleanly."""
+import atexit
 import os
 import re
 import signal
@@ -35,6 +36,16 @@ def free_port():
         return s.getsockname()[1]
 
 
+_started = []
+
+
+@atexit.register
+def _kill_leftovers():
+    """A test that fails (sys.exit) midway must not leave its servers running."""
+    for svc in _started:
+        svc.kill()
+
+
 class Service:
     """A veloq service process: `Service("echo", overrides={"shards.cpus": "0"})`."""
 
@@ -53,6 +64,7 @@ class Service:
         self._lines = threading.Condition()
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
                                      env=env, text=True)
+        _started.append(self)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         if wait:
@@ -135,3 +147,142 @@ def raise_nofile(n):
     if soft < n:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(n, hard), hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# --- Process inspection -------------------------------------------------------
+
+ALARMING = re.compile(r"^(<[0-4]>|(emerg|alert|crit|err|warning): )|leak|AddressSanitizer|"
+                      r"LeakSanitizer|runtime error:|Assertion|assertion", re.M)
+
+
+def alarming(text):
+    """Log lines a healthy run never prints: err/warning and worse, sanitizer reports."""
+    return [line for line in text.splitlines() if ALARMING.search(line)]
+
+
+def proc_status(pid, field):
+    """A /proc/PID/status field in kB (VmRSS, VmHWM, ...), or None."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def socket_fds(pid):
+    """How many sockets the process has open (listeners included)."""
+    n = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith("socket:"):
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
+def shard_totals(text):
+    """Sum the per-shard 'stopped: N accepted, N closed, N bytes in, N bytes out' lines."""
+    tot = {"shards": 0, "accepted": 0, "closed": 0, "bytes_in": 0, "bytes_out": 0}
+    rx = re.compile(r"stopped: (\d+) accepted, (\d+) closed, (\d+) bytes in, (\d+) bytes out")
+    for m in rx.finditer(text):
+        tot["shards"] += 1
+        for k, v in zip(("accepted", "closed", "bytes_in", "bytes_out"), m.groups()):
+            tot[k] += int(v)
+    return tot
+
+
+# --- Load ------------------------------------------------------------------------
+
+def echo_check(port, payloads, chunk=None, timeout=120, sock_opts=()):
+    """Echo every payload over its own connection, all at once, from one selector
+    loop: each connection sends while it receives (so a large payload cannot
+    deadlock on its own socket buffers) and every byte that comes back is checked
+    against what was sent, in order. chunk(i) gives the size of connection i's
+    next send() (default: up to 256 KiB). Fails the test on any mismatch, early
+    EOF, reset or timeout; returns the total bytes echoed."""
+    import selectors
+    sel = selectors.DefaultSelector()
+    conns = []
+    for i, data in enumerate(payloads):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for level, opt, val in sock_opts:
+            s.setsockopt(level, opt, val)
+        s.setblocking(False)
+        c = {"i": i, "s": s, "data": memoryview(data), "sent": 0, "got": 0}
+        conns.append(c)
+        sel.register(s, selectors.EVENT_READ | (selectors.EVENT_WRITE if data else 0), c)
+    left = sum(1 for c in conns if len(c["data"]))
+    total = 0
+    deadline = time.time() + timeout
+    try:
+        while left:
+            if time.time() > deadline:
+                stuck = [(c["i"], c["sent"], c["got"], len(c["data"])) for c in conns
+                         if c["got"] < len(c["data"])]
+                fail("echo timed out; (conn, sent, received, size) not done: %s" % stuck[:8])
+            for key, ev in sel.select(0.5):
+                c = key.data
+                s, data = c["s"], c["data"]
+                if ev & selectors.EVENT_WRITE and c["sent"] < len(data):
+                    n = chunk(c["i"]) if chunk else 256 << 10
+                    try:
+                        c["sent"] += s.send(data[c["sent"]:c["sent"] + n])
+                    except BlockingIOError:
+                        pass
+                    if c["sent"] == len(data):
+                        sel.modify(s, selectors.EVENT_READ, c)
+                if ev & selectors.EVENT_READ:
+                    try:
+                        b = s.recv(256 << 10)
+                    except BlockingIOError:
+                        continue
+                    except OSError as e:
+                        fail("conn %d: %s after %d of %d bytes" % (c["i"], e, c["got"],
+                                                                  len(data)))
+                    if not b:
+                        fail("conn %d: EOF after %d of %d bytes" % (c["i"], c["got"],
+                                                                   len(data)))
+                    want = data[c["got"]:c["got"] + len(b)]
+                    if b != want:
+                        off = next(k for k in range(len(b)) if k >= len(want) or b[k] != want[k])
+                        fail("conn %d: byte %d differs (got %r, sent %r)" %
+                             (c["i"], c["got"] + off, b[off:off + 16],
+                              bytes(want[off:off + 16])))
+                    c["got"] += len(b)
+                    total += len(b)
+                    if c["got"] == len(data):
+                        sel.unregister(s)
+                        left -= 1
+    finally:
+        for c in conns:
+            c["s"].close()
+        sel.close()
+    return total
+
+
+def pattern(seed, n):
+    """n pseudo-random bytes, different for every seed: misrouted or reordered data shows."""
+    import random
+    return random.Random(seed).randbytes(n)
+
+
+def tcp_queues(port):
+    """{(local_port, remote_port): (send_queue, recv_queue)} for established
+    127.0.0.1 TCP sockets with `port` at either end, from /proc/net/tcp. Send
+    queue: bytes written but not yet acknowledged by the peer; receive queue:
+    bytes acknowledged but not yet read by the owner."""
+    out = {}
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            p = line.split()
+            lport, rport = int(p[1].split(":")[1], 16), int(p[2].split(":")[1], 16)
+            if p[3] == "01" and port in (lport, rport):
+                tx, rx = (int(x, 16) for x in p[4].split(":"))
+                out[(lport, rport)] = (tx, rx)
+    return out
