@@ -266,7 +266,12 @@ static void handle_multishot(struct vq_driver *d, struct vq_op *op, struct io_ur
 	bool more = cqe->flags & IORING_CQE_F_MORE;
 	int res = cqe->res;
 
-	if (res == -ENOBUFS && op->opcode == VQ_OP_RECV && !op->cancelled) {
+	if (res == -ENOBUFS && op->opcode == VQ_OP_RECV) {
+		/* A cancelled recv that ran dry has simply ended: report it as cancelled. */
+		if (op->cancelled) {
+			finish(d, op, -ECANCELED);
+			return;
+		}
 		/* The provided ring ran dry: park until replenish() has buffers again. */
 		d->st.nobufs++;
 		op->next = U(d)->parked;

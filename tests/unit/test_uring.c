@@ -239,6 +239,49 @@ START_TEST(recv_recovers_from_enobufs)
 }
 END_TEST
 
+/*
+ * A recv cancelled from its own data completion (as a connection pausing for a
+ * slow reader does) while the ring runs dry in the same batch: it must end as
+ * cancelled, not with a spurious -ENOBUFS.
+ */
+static struct vq_driver *cancel_drv;
+
+static void cancel_on_first(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
+{
+	struct rec *r = (struct rec *)op;
+
+	record(op, res, b, flags);
+	if (r->n == 1)
+		cancel_drv->ops->cancel(cancel_drv, op);
+}
+
+START_TEST(cancel_while_ring_dry)
+{
+	struct env e;
+	struct rec r = { 0 };
+	int fds[2];
+	static char data[4096 * 4];
+
+	env_init(&e, 8, 4096, 2);
+	cancel_drv = &e.drv;
+	tcp_pair(fds);
+	vq_op_prep(&r.op, VQ_OP_RECV, fds[1], NULL, cancel_on_first);
+	r.op.flags = VQ_OPF_MULTISHOT | VQ_OPF_POOLED;
+	ck_assert_int_eq(vq_driver_submit(&e.drv, &r.op), 0);
+	turn(&e, 0);
+	ck_assert_int_eq(send(fds[0], data, sizeof(data), 0), (int)sizeof(data));
+	usleep(20000);
+	RUN_UNTIL(&e, r.final);
+	ck_assert_int_eq(r.res[r.n - 1], -ECANCELED);
+	for (int i = 0; i < r.n; i++)
+		if (r.buf[i])
+			vq_buf_release(r.buf[i]);
+	close(fds[0]);
+	close(fds[1]);
+	env_fini(&e);
+}
+END_TEST
+
 struct slow_reader {
 	int fd;
 	size_t want;
@@ -461,6 +504,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, multishot_accept);
 	tcase_add_test(tc, multishot_recv_in_order);
 	tcase_add_test(tc, recv_recovers_from_enobufs);
+	tcase_add_test(tc, cancel_while_ring_dry);
 	tcase_add_test(tc, partial_sends_resume);
 	tcase_add_test(tc, cancel_returns_buffer);
 	tcase_add_test(tc, cancel_fd_ends_every_op);
