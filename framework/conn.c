@@ -20,9 +20,28 @@ static void progress(struct vq_conn *c);
 
 #define conn_of(ptr, member) ((struct vq_conn *)((char *)(ptr) - offsetof(struct vq_conn, member)))
 
+#define TIGHT_OUTPUT   (64u << 10)   /* output share per connection once the pool runs low */
+#define DRAIN_QUIET_NS 100000000ull /* a draining connection this long silent is done */
+
 static size_t queued_out(const struct vq_conn *c)
 {
 	return c->out.bytes + (c->flags & VQ_CONN_TX ? c->tx.buf->len : 0);
+}
+
+/*
+ * Output a connection may queue before its reading pauses. limits.max_output
+ * is per connection, but the pool is per shard: once users hold half of it,
+ * every connection is held to a small share, so a few peers that never read
+ * cannot take the buffers everyone else needs.
+ */
+static size_t output_limit(const struct vq_conn *c)
+{
+	const struct vq_pool *p = &c->shard->pool;
+	size_t limit = c->shard->cfg->max_output;
+
+	if (p->st.user > p->count / 2 && limit > TIGHT_OUTPUT)
+		limit = TIGHT_OUTPUT;
+	return limit;
 }
 
 static void arm_rx(struct vq_conn *c)
@@ -41,8 +60,6 @@ static void arm_rx(struct vq_conn *c)
 static void tx_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
 {
 	struct vq_conn *c = conn_of(op, tx);
-	const struct vq_config *cfg = c->shard->cfg;
-
 	c->flags &= ~VQ_CONN_TX;
 	vq_buf_release(b);
 	if (res < 0) {
@@ -52,7 +69,8 @@ static void tx_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
 		return;
 	}
 	c->shard->st.bytes_out += (uint64_t)res;
-	if (c->flags & VQ_CONN_PAUSED && queued_out(c) < cfg->max_output / 2 &&
+	c->last_active_ns = c->shard->now_ns;
+	if (c->flags & VQ_CONN_PAUSED && queued_out(c) < output_limit(c) / 2 &&
 	    !(c->flags & (VQ_CONN_CLOSING | VQ_CONN_ABORT))) {
 		c->flags &= ~VQ_CONN_PAUSED;
 		if (!(c->flags & VQ_CONN_RX))
@@ -147,7 +165,8 @@ static void progress(struct vq_conn *c)
 	if (c->flags & VQ_CONN_CLOSED)
 		return;
 	if (!(c->flags & (VQ_CONN_CLOSING | VQ_CONN_ABORT)) &&
-	    c->shard->state >= VQ_SHARD_DRAINING && conn_idle(c) && !conn_unread(c))
+	    c->shard->state >= VQ_SHARD_DRAINING && conn_idle(c) &&
+	    c->shard->now_ns - c->last_active_ns >= DRAIN_QUIET_NS && !conn_unread(c))
 		c->flags |= VQ_CONN_CLOSING; /* draining: done with what it started */
 	if (c->flags & VQ_CONN_ABORT) {
 		if (c->flags & VQ_CONN_TX)
@@ -291,7 +310,7 @@ int vq_conn_write(struct vq_conn *c, struct vq_buf *buf)
 		return 0;
 	}
 	vq_bufq_push(&c->out, buf);
-	if (queued_out(c) > c->shard->cfg->max_output && c->flags & VQ_CONN_RX &&
+	if (queued_out(c) > output_limit(c) && c->flags & VQ_CONN_RX &&
 	    !(c->flags & VQ_CONN_PAUSED)) {
 		/* The peer reads slower than it writes: stop reading until it catches up. */
 		c->flags |= VQ_CONN_PAUSED;

@@ -174,6 +174,19 @@ static void drain_deadline(struct vq_timer *t)
 	vq_conn_abort_all(s);
 }
 
+#define DRAIN_SWEEP_NS 20000000ull
+
+/* While draining, close each connection once it has been quiet a moment (conn.c). */
+static void drain_sweep(struct vq_timer *t)
+{
+	struct vq_shard *s = (struct vq_shard *)((char *)t - offsetof(struct vq_shard, drain_sweep));
+
+	if (s->state != VQ_SHARD_DRAINING)
+		return;
+	vq_conn_drain_all(s);
+	vq_timer_arm(s, &s->drain_sweep, DRAIN_SWEEP_NS);
+}
+
 static void begin_stop(struct vq_shard *s)
 {
 	s->state = VQ_SHARD_DRAINING;
@@ -182,7 +195,8 @@ static void begin_stop(struct vq_shard *s)
 	vq_listener_stop(s);
 	s->drain_deadline.fn = drain_deadline;
 	vq_timer_arm(s, &s->drain_deadline, s->cfg->drain_timeout_ms * 1000000ull);
-	vq_conn_drain_all(s);
+	s->drain_sweep.fn = drain_sweep;
+	vq_timer_arm(s, &s->drain_sweep, 0);
 }
 
 void vq_shard_turn(struct vq_shard *s, int64_t timeout_ns)
@@ -259,6 +273,7 @@ int vq_shard_teardown(struct vq_shard *s)
 	int status = 0;
 
 	vq_timer_disarm(s, &s->drain_deadline);
+	vq_timer_disarm(s, &s->drain_sweep);
 	vq_timer_disarm(s, &s->accept_retry);
 	if (s->svc->shard_fini)
 		s->svc->shard_fini(s);

@@ -65,6 +65,7 @@ struct vq_shard {
 	struct vq_op accept_op;
 	struct vq_timer accept_retry;
 	struct vq_timer drain_deadline;
+	struct vq_timer drain_sweep;  /* re-checks connections for quiet while draining */
 	struct vq_conn *conns;    /* every open connection, for drain and shutdown */
 	uint32_t nconns;
 
