@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "cfgpub.h"
+#include "listener.h"
 #include "log.h"
 #include "sdnotify.h"
 #include "shard.h"
@@ -528,6 +529,10 @@ int vq_main(int argc, char **argv, const struct vq_service *svc)
 		return 0;
 	}
 	map_rows(rt, row_to_log, NULL);
+	if (vq_listener_probe(&rt->cfg, err, sizeof(err))) {
+		vq_err("%s", err);
+		return 1;
+	}
 	if (vq_check_memlock(&rt->cfg, rt->nshards) || vq_check_nofile(&rt->cfg, rt->nshards) ||
 	    vq_check_hugepages(&rt->cfg, rt->map.place, rt->nshards, ""))
 		return 1;

@@ -56,24 +56,63 @@ static void accept_done(struct vq_op *op, int res, struct vq_buf *b, unsigned fl
 		vq_listener_close(s);
 }
 
-int vq_listener_open(struct vq_shard *s)
+/* Fill ss from listen.address/port; returns its length, or 0 for a bad address. */
+static socklen_t listen_addr(const struct vq_config *cfg, struct sockaddr_storage *ss)
 {
-	const struct vq_config *cfg = s->cfg;
-	struct sockaddr_storage ss = { 0 };
-	struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
-	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-	socklen_t len;
-	int one = 1, fd;
+	struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
 
+	memset(ss, 0, sizeof(*ss));
 	if (inet_pton(AF_INET, cfg->address, &in4->sin_addr) == 1) {
 		in4->sin_family = AF_INET;
 		in4->sin_port = htons((uint16_t)cfg->port);
-		len = sizeof(*in4);
-	} else if (inet_pton(AF_INET6, cfg->address, &in6->sin6_addr) == 1) {
+		return sizeof(*in4);
+	}
+	if (inet_pton(AF_INET6, cfg->address, &in6->sin6_addr) == 1) {
 		in6->sin6_family = AF_INET6;
 		in6->sin6_port = htons((uint16_t)cfg->port);
-		len = sizeof(*in6);
-	} else {
+		return sizeof(*in6);
+	}
+	return 0;
+}
+
+int vq_listener_probe(const struct vq_config *cfg, char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = listen_addr(cfg, &ss);
+	int one = 1, fd, ret = 0;
+
+	if (!len) {
+		snprintf(err, errlen, "listen.address: '%s' is not an IPv4 or IPv6 address",
+			 cfg->address);
+		return -EINVAL;
+	}
+	/*
+	 * Without SO_REUSEPORT: a bind fails if anyone listens there already, even
+	 * another copy of this service, which SO_REUSEPORT would let share the port.
+	 */
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    bind(fd, (struct sockaddr *)&ss, len)) {
+		ret = -errno;
+		snprintf(err, errlen, "listen on %s port %lu: %s%s", cfg->address,
+			 (unsigned long)cfg->port, strerror(errno),
+			 errno == EADDRINUSE ? " (another process holds the port: stop it or change "
+					       "listen.port)" : "");
+	}
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
+int vq_listener_open(struct vq_shard *s)
+{
+	const struct vq_config *cfg = s->cfg;
+	struct sockaddr_storage ss;
+	socklen_t len = listen_addr(cfg, &ss);
+	int one = 1, fd;
+
+	if (!len) {
 		snprintf(s->error, sizeof(s->error),
 			 "listen.address: '%s' is not an IPv4 or IPv6 address", cfg->address);
 		return -EINVAL;
