@@ -49,8 +49,9 @@ struct vq_buf *vq_conn_read(struct vq_conn *c);
 
 /*
  * Queue buf's valid bytes for sending after everything queued before. The
- * connection takes ownership and releases buf to its pool once sent (or
- * dropped on close). Returns 0, or -EPIPE if the connection is closing.
+ * connection takes ownership in every case and releases buf to its pool once
+ * sent or dropped: even on -EPIPE (the connection is closing) buf is gone, so
+ * never release it yourself. Returns 0 or -EPIPE.
  */
 int vq_conn_write(struct vq_conn *c, struct vq_buf *buf);
 

@@ -30,8 +30,9 @@ struct vq_service {
 	/* A new connection; return 0 to keep it, -errno to close it. */
 	int (*on_accept)(struct vq_conn *c);
 	/*
-	 * Input arrived (c->in) or the peer finished sending (c->eof). Consume what
-	 * forms complete requests; leave the rest queued for the next call.
+	 * Input arrived (c->in) or the peer finished sending (VQ_CONN_EOF set in
+	 * c->flags). Consume what forms complete requests; leave the rest queued
+	 * for the next call.
 	 */
 	void (*on_data)(struct vq_conn *c);
 	/* The connection is gone; release what the app holds for it. */

@@ -71,14 +71,26 @@ check(os.access(binary, os.X_OK), "no %s: build first" % binary)
 cpus = sorted(os.sched_getaffinity(0))[:2]
 CPUS = ",".join(str(c) for c in cpus)
 
+# A checkout under /tmp or /var/tmp (a fresh CI clone, say) is hidden by the private
+# tmpfs mounts below: bind it under the namespace's /run first and use it from there.
+HIDDEN = ("/tmp/", "/var/tmp/")
+
+
+def inner(path):
+    return "/run/vqhost" + path if path.startswith(HIDDEN) else path
+
+
+KEEP = " ".join(sorted({p for p in (SOURCE, BUILD) if p.startswith(HIDDEN)}))
+
 # Inside the new namespaces, before systemd: nothing may reach the host.
 INNER = textwrap.dedent("""\
     set -e
     mount --make-rprivate /
+    mount -t tmpfs -o mode=0755 tmpfs /run
+    for d in %s; do mkdir -p "/run/vqhost$d"; mount --bind "$d" "/run/vqhost$d"; done
     # Private /tmp is essential: systemd-tmpfiles would otherwise empty the host's.
     mount -t tmpfs -o mode=1777 tmpfs /tmp
     mount -t tmpfs -o mode=1777 tmpfs /var/tmp
-    mount -t tmpfs -o mode=0755 tmpfs /run
     if [ -d /var/log/journal ]; then mount -t tmpfs tmpfs /var/log/journal; fi
     ip link set lo up
     mkdir -p /run/systemd/system /run/systemd/journald.conf.d
@@ -94,7 +106,7 @@ INNER = textwrap.dedent("""\
     After=systemd-journald.socket
     EOF
     exec %s --system --unit=vqtest.target --log-target=journal --show-status=no
-    """ % SYSTEMD)
+    """ % (KEEP, SYSTEMD))
 
 started = time.time()
 boot_log = open(os.path.join(BUILD, "test_systemd.pid1.log"), "w")
@@ -235,7 +247,7 @@ step("systemd %s is PID 1 of the namespaces (host pid %d)" % (r.stdout.strip(), 
 
 # --- install: the shipped script, into the namespace's private /run ---------------------
 r = ns("env", "PREFIX=" + PREFIX, "SYSCONFDIR=%s/etc" % PREFIX, "UNITDIR=/run/systemd/system",
-       "sh", os.path.join(SOURCE, "scripts", "install.sh"), BUILD)
+       "sh", inner(os.path.join(SOURCE, "scripts", "install.sh")), inner(BUILD))
 check("daemon-reload: done" in r.stdout, "install.sh did not reload systemd:\n" + r.stdout)
 CONFIG = textwrap.dedent("""\
     [shards]

@@ -24,7 +24,8 @@ static struct vq_topo *load(const char *src)
 	struct vq_topo *t;
 	char err[256];
 
-	ck_assert_msg(!vq_topo_load(&t, src, err, sizeof(err)), "%s: %s", src, err);
+	ck_assert_msg(!vq_topo_load(&t, src, err, sizeof(err)), "%s: %s", src ? src : "this machine",
+		      err);
 	return t;
 }
 
