@@ -12,6 +12,7 @@ struct vq_driver;
 struct vq_driver_params {
 	uint32_t sq_entries;     /* submission queue size; the CQ is 8x this */
 	uint32_t provided;       /* pool buffers lent to the provided-buffer ring (power of 2) */
+	uint32_t zc_min;         /* SEND_ZC threshold in bytes; 0 = VQ_ZC_MIN_DEFAULT */
 };
 
 struct vq_driver_stats {
@@ -22,6 +23,8 @@ struct vq_driver_stats {
 	uint64_t nobufs;         /* multishot recvs parked because the provided ring ran dry */
 	uint64_t partial;        /* short sends/writes resumed */
 	uint64_t wakeups;        /* doorbells received */
+	uint64_t zc_sends;       /* SEND_ZC ops that went zero-copy */
+	uint64_t timeouts;       /* ops ended by their deadline */
 };
 
 /*
@@ -64,11 +67,21 @@ struct vq_driver {
 	uint32_t inflight;       /* ops submitted whose final completion is not delivered */
 	uint32_t internal;       /* of which the driver's own (e.g. the wake listener) */
 	struct vq_driver_stats st;
+	uint32_t zc_min;         /* SEND_ZC below this many bytes is a plain send */
 	char features[160];      /* one line for the start-up log */
 	void *impl;
 };
 
+/*
+ * SEND_ZC threshold default. Zero copy pins the pages and costs a second
+ * (notification) completion; measured on this machine's loopback the copy is
+ * cheaper below ~8 KiB (docs/BENCHMARKS_io.md). Loopback copies anyway, so the
+ * number is a floor, not a verdict: raise it with io.zc_min if a NIC says so.
+ */
+#define VQ_ZC_MIN_DEFAULT 8192u
+
 extern const struct vq_driver_ops vq_uring_driver;
+extern const struct vq_driver_ops vq_epoll_driver;
 
 /* Convenience wrappers. */
 static inline int vq_driver_submit(struct vq_driver *d, struct vq_op *op)

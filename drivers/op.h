@@ -3,6 +3,7 @@
 #define VQ_OP_H
 
 #include <stdint.h>
+#include <sys/uio.h>
 #include "buf.h"
 
 /* What an op asks for, independent of the driver that carries it out. */
@@ -15,11 +16,23 @@ enum vq_opcode {
 	VQ_OP_WRITE,   /* buf's valid bytes to fd at off; res = bytes */
 	VQ_OP_CLOSE,   /* res = 0 or -errno */
 	VQ_OP_TIMEOUT, /* after timeout_ns; res = 0 when it fires, -ECANCELED if cancelled */
+	VQ_OP_CONNECT, /* fd (a fresh stream socket) to addr/addrlen; res = 0 or -errno */
+	VQ_OP_READV,   /* fd at off into the room of each buf of the chain, in order; res = bytes */
+	VQ_OP_WRITEV,  /* each chained buf's valid bytes to fd at off, in order; res = bytes */
+	VQ_OP_SPLICE,  /* len bytes from fd (at off, or -1) to fd_out; one side a pipe; no buf */
+	VQ_OP_SEND_ZC, /* SEND without copying when buf->len >= the driver's zc threshold; the
+			* single completion comes when the kernel no longer reads the buffer */
 };
+
+/* Offset meaning "the file's current position" (READ/WRITE/READV/WRITEV/SPLICE). */
+#define VQ_OFF_CUR UINT64_MAX
+
+/* Most buffers one READV/WRITEV carries (a chain through vq_buf.next). */
+#define VQ_IOV_MAX 16
 
 #define VQ_OPF_MULTISHOT (1u << 0) /* accept/recv: keep completing until error or cancel */
 #define VQ_OPF_POOLED    (1u << 1) /* recv: the driver picks a buffer from the shard's pool */
-#define VQ_OPF_ALL       (1u << 2) /* send/write: resume short transfers until done or error */
+#define VQ_OPF_ALL       (1u << 2) /* send/write/writev: resume short transfers until done or error */
 
 /* Completion flags. */
 #define VQ_CQE_MORE (1u << 0) /* the op stays armed: more completions will follow */
@@ -38,8 +51,18 @@ struct vq_op {
 	vq_op_fn done;
 	struct vq_buf *buf;
 	struct vq_op *next;      /* driver-private list link */
-	uint64_t off;            /* file offset for READ/WRITE */
+	uint64_t off;            /* file offset for READ/WRITE/READV/WRITEV/SPLICE input */
 	int64_t timeout_ns;      /* TIMEOUT: relative delay */
+	/*
+	 * Any op but TIMEOUT: relative deadline (0 = none), taken from submit. When it
+	 * passes first the op ends with -ETIMEDOUT and its buffer comes back.
+	 */
+	int64_t deadline_ns;
+	const void *addr;        /* CONNECT: struct sockaddr, valid until completion */
+	uint32_t addrlen;        /* CONNECT */
+	uint32_t len;            /* SPLICE: bytes to move */
+	struct iovec *iov;       /* READV/WRITEV: room for VQ_IOV_MAX entries, the driver's to fill */
+	int fd_out;              /* SPLICE: destination */
 	int fd;
 	uint32_t progress;       /* VQ_OPF_ALL: bytes done so far */
 	int32_t res;             /* driver-private: result of a locally completed op */
@@ -47,13 +70,46 @@ struct vq_op {
 	uint8_t flags;
 	uint8_t inflight;        /* submitted and its final completion not yet delivered */
 	uint8_t cancelled;       /* a cancel was requested */
+	uint8_t zc;              /* driver-private: SEND_ZC went zero-copy, notification due */
 	uint64_t scratch[2];     /* driver-private (e.g. the kernel timespec) */
+	uint64_t scratch2[2];    /* driver-private (the deadline) */
 };
 
 static inline void vq_op_prep(struct vq_op *op, enum vq_opcode code, int fd, struct vq_buf *buf,
 			      vq_op_fn done)
 {
-	*op = (struct vq_op){ .done = done, .buf = buf, .fd = fd, .opcode = (uint8_t)code };
+	*op = (struct vq_op){ .done = done, .buf = buf, .fd = fd, .fd_out = -1,
+			      .opcode = (uint8_t)code };
 }
+
+/*
+ * Helpers shared by the drivers (drivers/op.c), so both read an op the same way.
+ */
+
+/* 0, or -EINVAL for an op whose fields do not fit its opcode. */
+int vq_op_check(const struct vq_op *op);
+
+/* Bytes a SEND/SEND_ZC/WRITE/WRITEV must move in all (the chain's valid bytes). */
+uint32_t vq_op_total(const struct vq_op *op);
+
+/* SEND, SEND_ZC, WRITE, WRITEV: short results count towards `progress`. */
+static inline int vq_op_resumable(const struct vq_op *op)
+{
+	return op->opcode == VQ_OP_SEND || op->opcode == VQ_OP_SEND_ZC ||
+	       op->opcode == VQ_OP_WRITE || op->opcode == VQ_OP_WRITEV;
+}
+
+/*
+ * Fill op->iov from the buffer chain: for a write the valid bytes not yet
+ * sent (past `progress`), for a read each buffer's room. Returns the count.
+ */
+unsigned vq_op_iov_fill(struct vq_op *op, int write);
+
+/* A READV returned n bytes: grow each chained buffer's len by what landed in it. */
+void vq_op_iov_spread(struct vq_op *op, uint32_t n);
+
+/* Move every buffer the op holds (the whole chain for READV/WRITEV) to/from the kernel. */
+void vq_op_bufs_to_kernel(struct vq_op *op);
+void vq_op_bufs_from_kernel(struct vq_op *op);
 
 #endif

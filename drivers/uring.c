@@ -14,10 +14,12 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 #include <liburing.h>
 
 #include "driver.h"
+#include "uring_compat.h"
 
 #define UD_IGNORE 0ull /* results of cancel requests and doorbell sends */
 #define UD_WAKE   1ull /* a MSG_RING doorbell from another shard */
@@ -31,6 +33,7 @@ struct uring {
 	uint32_t br_entries;
 	uint32_t br_count;        /* buffers currently in the provided ring */
 	bool bufs_registered;
+	unsigned ring_features;   /* io_uring_params.features from setup */
 	struct vq_op *parked;     /* pooled recvs that ran out of buffers (ENOBUFS) */
 	struct vq_op *local;      /* ops completed without a CQE, delivered in wait() */
 	int wake_fd;              /* eventfd for doorbells from non-shard threads */
@@ -59,10 +62,17 @@ static struct io_uring_sqe *get_sqe(struct uring *u)
 static int queue_op(struct vq_driver *d, struct vq_op *op)
 {
 	struct uring *u = U(d);
-	struct io_uring_sqe *sqe = get_sqe(u);
+	struct io_uring_sqe *sqe;
 	struct vq_buf *b = op->buf;
 	struct __kernel_timespec *ts;
+	bool linked = op->deadline_ns > 0 && op->opcode != VQ_OP_TIMEOUT;
+	bool fixed = u->bufs_registered && b && b->pool == d->pool;
+	unsigned n;
 
+	/* An op and its linked timeout must reach the kernel in the same submission. */
+	if (linked && io_uring_sq_space_left(&u->ring) < 2)
+		io_uring_submit(&u->ring);
+	sqe = get_sqe(u);
 	if (!sqe)
 		return -EBUSY;
 	switch (op->opcode) {
@@ -117,10 +127,48 @@ static int queue_op(struct vq_driver *d, struct vq_op *op)
 		ts->tv_nsec = op->timeout_ns % 1000000000;
 		io_uring_prep_timeout(sqe, ts, 0, 0);
 		break;
+	case VQ_OP_CONNECT:
+		io_uring_prep_connect(sqe, op->fd, op->addr, op->addrlen);
+		break;
+	case VQ_OP_READV:
+		n = vq_op_iov_fill(op, false);
+		io_uring_prep_readv(sqe, op->fd, op->iov, n, op->off);
+		break;
+	case VQ_OP_WRITEV:
+		n = vq_op_iov_fill(op, true);
+		io_uring_prep_writev(sqe, op->fd, op->iov, n,
+				     op->off == VQ_OFF_CUR ? op->off : op->off + op->progress);
+		break;
+	case VQ_OP_SPLICE:
+		io_uring_prep_splice(sqe, op->fd, op->off == VQ_OFF_CUR ? -1 : (int64_t)op->off,
+				     op->fd_out, -1, op->len, 0);
+		break;
+	case VQ_OP_SEND_ZC:
+		/*
+		 * Zero copy pays only when pinning pages and the extra notification CQE
+		 * cost less than the copy; below the threshold a plain send is cheaper.
+		 */
+		op->zc = fixed && b->len - op->progress >= d->zc_min;
+		if (op->zc)
+			io_uring_prep_send_zc_fixed(sqe, op->fd, vq_buf_bytes(b) + op->progress,
+						    b->len - op->progress, MSG_NOSIGNAL, 0,
+						    b->index);
+		else
+			io_uring_prep_send(sqe, op->fd, vq_buf_bytes(b) + op->progress,
+					   b->len - op->progress, MSG_NOSIGNAL);
+		break;
 	default:
 		return -EINVAL;
 	}
 	io_uring_sqe_set_data(sqe, op);
+	if (linked) {
+		/* The deadline is absolute (set at submit), so re-arms keep the original one. */
+		sqe->flags |= IOSQE_IO_LINK;
+		sqe = get_sqe(u);
+		io_uring_prep_link_timeout(sqe, (struct __kernel_timespec *)op->scratch2,
+					   IORING_TIMEOUT_ABS);
+		io_uring_sqe_set_data64(sqe, UD_IGNORE);
+	}
 	return 0;
 }
 
@@ -130,8 +178,11 @@ static bool needs_buf(const struct vq_op *op)
 	case VQ_OP_RECV:
 		return !(op->flags & VQ_OPF_POOLED);
 	case VQ_OP_SEND:
+	case VQ_OP_SEND_ZC:
 	case VQ_OP_READ:
 	case VQ_OP_WRITE:
+	case VQ_OP_READV:
+	case VQ_OP_WRITEV:
 		return true;
 	default:
 		return false;
@@ -148,13 +199,27 @@ static int uring_submit(struct vq_driver *d, struct vq_op *op)
 		return -EINVAL;
 	if (op->flags & VQ_OPF_POOLED && !U(d)->br)
 		return -ENOBUFS;
+	ret = vq_op_check(op);
+	if (ret)
+		return ret;
 	op->progress = 0;
 	op->cancelled = 0;
+	op->zc = 0;
+	if (op->deadline_ns > 0) {
+		struct timespec now;
+		struct __kernel_timespec *ts = (struct __kernel_timespec *)op->scratch2;
+		uint64_t at;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		at = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec +
+		     (uint64_t)op->deadline_ns;
+		ts->tv_sec = (int64_t)(at / 1000000000ull);
+		ts->tv_nsec = (long long)(at % 1000000000ull);
+	}
 	ret = queue_op(d, op);
 	if (ret)
 		return ret;
-	if (op->buf)
-		vq_buf_to_kernel(op->buf);
+	vq_op_bufs_to_kernel(op);
 	op->inflight = 1;
 	d->inflight++;
 	d->st.submitted++;
@@ -166,12 +231,15 @@ static void finish(struct vq_driver *d, struct vq_op *op, int res)
 {
 	struct vq_buf *b = op->buf;
 
+	if (res == -ECANCELED && op->deadline_ns > 0 && !op->cancelled)
+		res = -ETIMEDOUT; /* the linked timeout fired, not a cancel */
+	if (op->opcode == VQ_OP_READV && res > 0)
+		vq_op_iov_spread(op, (uint32_t)res);
+	vq_op_bufs_from_kernel(op);
 	op->buf = NULL;
 	op->inflight = 0;
 	d->inflight--;
 	d->st.completions++;
-	if (b)
-		vq_buf_from_kernel(b);
 	op->done(op, res, b, 0);
 }
 
@@ -315,6 +383,20 @@ static void handle_cqe(struct vq_driver *d, struct io_uring_cqe *cqe)
 		d->internal--;
 		return;
 	}
+	if (op->opcode == VQ_OP_SEND_ZC && op->zc) {
+		/*
+		 * Two CQEs: the result (F_MORE), then the notification (F_NOTIF) once the
+		 * kernel is done with the pages. The user hears only of the second.
+		 */
+		if (cqe->flags & IORING_CQE_F_MORE) {
+			op->res = res;
+			return;
+		}
+		if (cqe->flags & IORING_CQE_F_NOTIF)
+			res = op->res;
+		op->zc = 0;
+		d->st.zc_sends++;
+	}
 	if (op->opcode == VQ_OP_RECV && op->flags & VQ_OPF_POOLED) {
 		struct vq_buf *b = selected_buf(d, cqe);
 
@@ -328,9 +410,9 @@ static void handle_cqe(struct vq_driver *d, struct io_uring_cqe *cqe)
 	} else if (op->opcode == VQ_OP_ACCEPT && op->flags & VQ_OPF_MULTISHOT) {
 		handle_multishot(d, op, cqe, NULL);
 		return;
-	} else if ((op->opcode == VQ_OP_SEND || op->opcode == VQ_OP_WRITE) && res > 0) {
+	} else if (vq_op_resumable(op) && res > 0) {
 		op->progress += (uint32_t)res;
-		if (op->flags & VQ_OPF_ALL && op->progress < op->buf->len && !op->cancelled) {
+		if (op->flags & VQ_OPF_ALL && op->progress < vq_op_total(op) && !op->cancelled) {
 			d->st.partial++;
 			if (queue_op(d, op) == 0)
 				return;
@@ -521,6 +603,7 @@ static int setup_ring(struct uring *u, uint32_t entries, char *what, size_t len)
 		p.cq_entries = entries * CQ_FACTOR;
 		ret = io_uring_queue_init_params(entries, &u->ring, &p);
 		if (ret == 0) {
+			u->ring_features = p.features;
 			snprintf(what, len, "%s%s", tries[i].name,
 				 p.features & IORING_FEAT_EXT_ARG ? " ext_arg" : "");
 			return 0;
@@ -529,6 +612,27 @@ static int setup_ring(struct uring *u, uint32_t entries, char *what, size_t len)
 			break;
 	}
 	return ret;
+}
+
+/*
+ * 6.12 incremental buffer consumption: the only probe is to try registering a
+ * ring with the flag (an older kernel says -EINVAL). Group 1 is a scratch id.
+ */
+static bool probe_incremental(struct uring *u)
+{
+	/* 2.3 calls the 6.12 `flags` field `pad`. */
+	struct io_uring_buf_reg reg = { .ring_entries = 1, .bgid = 1, .pad = IOU_PBUF_RING_INC };
+	void *mem = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	bool ok;
+
+	if (mem == MAP_FAILED)
+		return false;
+	reg.ring_addr = (uint64_t)(uintptr_t)mem;
+	ok = io_uring_register_buf_ring(&u->ring, &reg, 0) == 0;
+	if (ok)
+		io_uring_unregister_buf_ring(&u->ring, 1);
+	munmap(mem, 4096);
+	return ok;
 }
 
 static int uring_init(struct vq_driver *d, const struct vq_driver_params *params)
@@ -551,11 +655,15 @@ static int uring_init(struct vq_driver *d, const struct vq_driver_params *params
 	/* The registered ring fd saves an fget/fput on every enter (5.18+); optional. */
 	bool reg_fd = io_uring_register_ring_fd(&u->ring) == 1;
 	probe = io_uring_get_probe_ring(&u->ring);
-	snprintf(d->features, sizeof(d->features), "sq=%u cq=%u %s%s%s%s",
+	d->zc_min = params->zc_min ? params->zc_min : VQ_ZC_MIN_DEFAULT;
+	/* Bundles and incremental buffers are probed and reported, not used: see BENCHMARKS_io.md. */
+	snprintf(d->features, sizeof(d->features), "sq=%u cq=%u %s%s%s%s%s%s",
 		 u->ring.sq.ring_entries, u->ring.cq.ring_entries, setup,
 		 reg_fd ? " reg_ring_fd" : "",
 		 probe && io_uring_opcode_supported(probe, IORING_OP_MSG_RING) ? " msg_ring" : "",
-		 probe && io_uring_opcode_supported(probe, IORING_OP_SEND_ZC) ? " send_zc" : "");
+		 probe && io_uring_opcode_supported(probe, IORING_OP_SEND_ZC) ? " send_zc" : "",
+		 u->ring_features & IORING_FEAT_RECVSEND_BUNDLE ? " bundle(avail)" : "",
+		 probe_incremental(u) ? " pbuf_inc(avail)" : "");
 	if (probe)
 		io_uring_free_probe(probe);
 

@@ -48,6 +48,8 @@ struct vq_config {
 	uint64_t buf_provided;
 	int hugepages;
 	uint64_t sq_entries;
+	int driver;               /* enum vq_driver_choice */
+	uint64_t zc_min;
 	uint64_t max_connections;
 	uint64_t max_input;
 	uint64_t max_output;
@@ -55,6 +57,9 @@ struct vq_config {
 	uint64_t drain_timeout_ms;
 	int log_level;
 };
+
+/* io.driver */
+enum vq_driver_choice { VQ_DRIVER_AUTO = 0, VQ_DRIVER_URING, VQ_DRIVER_EPOLL };
 
 /* The framework's table, filling *cfg. */
 struct vq_cfg_table vq_config_table(struct vq_config *cfg);
