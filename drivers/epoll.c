@@ -206,8 +206,9 @@ static void finish(struct vq_driver *d, struct vq_op *op, int res)
 
 	untime(E(d), op);
 	set_where(op, W_NONE);
-	if (op->opcode == VQ_OP_READV && res > 0)
-		vq_op_iov_spread(op, (uint32_t)res);
+	if (res > 0 && (op->opcode == VQ_OP_READV || op->opcode == VQ_OP_READ ||
+			(op->opcode == VQ_OP_RECV && !(op->flags & VQ_OPF_POOLED))))
+		vq_op_iov_spread(op, (uint32_t)res); /* the bytes read become valid */
 	vq_op_bufs_from_kernel(op);
 	op->buf = NULL;
 	op->inflight = 0;
@@ -399,8 +400,6 @@ static void try_op(struct vq_driver *d, struct vq_op *op)
 			return;
 		}
 		n = recv(fd, vq_buf_bytes(b) + b->len, vq_buf_room(b), MSG_DONTWAIT);
-		if (n > 0)
-			b->len += (uint32_t)n;
 		break;
 	case VQ_OP_SEND:
 	case VQ_OP_SEND_ZC: /* no zero copy here: MSG_ZEROCOPY's errqueue is not worth it */
@@ -430,8 +429,6 @@ static void try_op(struct vq_driver *d, struct vq_op *op)
 		}
 		n = do_rw(op, w, iov, cnt,
 			  op->off == VQ_OFF_CUR || !w ? op->off : op->off + op->progress);
-		if (n > 0 && op->opcode == VQ_OP_READ)
-			b->len += (uint32_t)n;
 		break;
 	}
 	case VQ_OP_SPLICE: {

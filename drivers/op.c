@@ -72,7 +72,7 @@ unsigned vq_op_iov_fill(struct vq_op *op, int write)
 
 void vq_op_iov_spread(struct vq_op *op, uint32_t n)
 {
-	for (struct vq_buf *b = op->buf; b && n; b = b->next) {
+	for (struct vq_buf *b = op->buf; b && n; b = vectored(op) ? b->next : NULL) {
 		uint32_t take = vq_buf_room(b) < n ? vq_buf_room(b) : n;
 
 		b->len += take;

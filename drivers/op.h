@@ -10,9 +10,10 @@
 enum vq_opcode {
 	VQ_OP_NOP = 0,
 	VQ_OP_ACCEPT,  /* fd = listener; res = new fd */
-	VQ_OP_RECV,    /* into buf, or a pool buffer with VQ_OPF_POOLED; res = bytes, 0 = EOF */
+	VQ_OP_RECV,    /* into buf's room (len grows by res), or a pool buffer with VQ_OPF_POOLED;
+			* res = bytes, 0 = EOF */
 	VQ_OP_SEND,    /* buf's valid bytes; res = bytes sent */
-	VQ_OP_READ,    /* fd at off into buf's room; res = bytes */
+	VQ_OP_READ,    /* fd at off into buf's room (len grows by res); res = bytes, 0 = end */
 	VQ_OP_WRITE,   /* buf's valid bytes to fd at off; res = bytes */
 	VQ_OP_CLOSE,   /* res = 0 or -errno */
 	VQ_OP_TIMEOUT, /* after timeout_ns; res = 0 when it fires, -ECANCELED if cancelled */
@@ -105,7 +106,7 @@ static inline int vq_op_resumable(const struct vq_op *op)
  */
 unsigned vq_op_iov_fill(struct vq_op *op, int write);
 
-/* A READV returned n bytes: grow each chained buffer's len by what landed in it. */
+/* A READ/RECV/READV returned n bytes: grow each buffer's len by what landed in it. */
 void vq_op_iov_spread(struct vq_op *op, uint32_t n);
 
 /* Move every buffer the op holds (the whole chain for READV/WRITEV) to/from the kernel. */

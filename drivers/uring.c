@@ -233,8 +233,9 @@ static void finish(struct vq_driver *d, struct vq_op *op, int res)
 
 	if (res == -ECANCELED && op->deadline_ns > 0 && !op->cancelled)
 		res = -ETIMEDOUT; /* the linked timeout fired, not a cancel */
-	if (op->opcode == VQ_OP_READV && res > 0)
-		vq_op_iov_spread(op, (uint32_t)res);
+	if (res > 0 && (op->opcode == VQ_OP_READV || op->opcode == VQ_OP_READ ||
+			(op->opcode == VQ_OP_RECV && !(op->flags & VQ_OPF_POOLED))))
+		vq_op_iov_spread(op, (uint32_t)res); /* the bytes read become valid */
 	vq_op_bufs_from_kernel(op);
 	op->buf = NULL;
 	op->inflight = 0;
