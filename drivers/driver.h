@@ -13,7 +13,10 @@ struct vq_driver_params {
 	uint32_t sq_entries;     /* submission queue size; the CQ is 8x this */
 	uint32_t provided;       /* pool buffers lent to the provided-buffer ring (power of 2) */
 	uint32_t zc_min;         /* SEND_ZC threshold in bytes; 0 = VQ_ZC_MIN_DEFAULT */
+	uint32_t flags;          /* VQ_DRV_* */
 };
+
+#define VQ_DRV_RECV_BUNDLE (1u << 0) /* uring, 6.10+: one recv CQE may fill several buffers */
 
 struct vq_driver_stats {
 	uint64_t submitted;      /* ops started */
@@ -25,6 +28,7 @@ struct vq_driver_stats {
 	uint64_t wakeups;        /* doorbells received */
 	uint64_t zc_sends;       /* SEND_ZC ops that went zero-copy */
 	uint64_t timeouts;       /* ops ended by their deadline */
+	uint64_t bundled;        /* extra buffers delivered from recv bundles */
 };
 
 /*

@@ -32,6 +32,10 @@ struct uring {
 	size_t br_len;
 	uint32_t br_entries;
 	uint32_t br_count;        /* buffers currently in the provided ring */
+	uint16_t br_tail;         /* ring position of the next buffer added */
+	uint16_t *slot_bid;       /* bundles: buffer id at each ring slot (position & mask) */
+	uint16_t *bid_pos;        /* bundles: ring position each buffer id was added at */
+	bool bundle;              /* multishot recvs ask for bundles (6.10) */
 	bool bufs_registered;
 	unsigned ring_features;   /* io_uring_params.features from setup */
 	struct vq_op *parked;     /* pooled recvs that ran out of buffers (ENOBUFS) */
@@ -87,10 +91,13 @@ static int queue_op(struct vq_driver *d, struct vq_op *op)
 		break;
 	case VQ_OP_RECV:
 		if (op->flags & VQ_OPF_POOLED) {
-			if (op->flags & VQ_OPF_MULTISHOT)
+			if (op->flags & VQ_OPF_MULTISHOT) {
 				io_uring_prep_recv_multishot(sqe, op->fd, NULL, 0, 0);
-			else
+				if (u->bundle)
+					sqe->ioprio |= IORING_RECVSEND_BUNDLE;
+			} else {
 				io_uring_prep_recv(sqe, op->fd, NULL, 0, 0);
+			}
 			sqe->flags |= IOSQE_BUFFER_SELECT;
 			sqe->buf_group = BGID;
 		} else {
@@ -309,31 +316,63 @@ static int uring_cancel_fd(struct vq_driver *d, int fd)
 	return 0;
 }
 
+/*
+ * A bundle CQE (6.10) covers several consecutive ring slots starting at the
+ * buffer it names, each filled to capacity but the last. Deliver the full ones
+ * to the op as separate completions; leave the last one's id and bytes in
+ * *bid and *res for the ordinary path.
+ */
+static void bundle_lead(struct vq_driver *d, struct vq_op *op, unsigned *bid, int *res)
+{
+	struct uring *u = U(d);
+	uint32_t cap = d->pool->size, mask = io_uring_buf_ring_mask(u->br_entries);
+	uint16_t pos = u->bid_pos[*bid];
+
+	while ((uint32_t)*res > cap) {
+		struct vq_buf *b = vq_pool_buf(d->pool, *bid);
+
+		u->br_count--;
+		vq_buf_from_kernel(b);
+		b->off = 0;
+		b->len = cap;
+		d->st.completions++;
+		d->st.bundled++;
+		op->done(op, (int)cap, b, VQ_CQE_MORE);
+		*res -= (int)cap;
+		*bid = u->slot_bid[++pos & mask];
+	}
+}
+
 /* A pooled recv completion: translate the selected buffer id into its vq_buf. */
-static struct vq_buf *selected_buf(struct vq_driver *d, struct io_uring_cqe *cqe)
+static struct vq_buf *selected_buf(struct vq_driver *d, struct vq_op *op,
+				   struct io_uring_cqe *cqe, int *resp)
 {
 	struct uring *u = U(d);
 	struct vq_buf *b;
+	unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+	int res = *resp;
 
 	if (!(cqe->flags & IORING_CQE_F_BUFFER))
 		return NULL;
-	b = vq_pool_buf(d->pool, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+	if (u->bundle && res > (int)d->pool->size)
+		bundle_lead(d, op, &bid, &res);
+	b = vq_pool_buf(d->pool, bid);
 	u->br_count--;
-	if (cqe->res <= 0) {
+	if (res <= 0) {
 		vq_buf_kernel_to_free(b); /* nothing in it; replenish hands it back */
 		return NULL;
 	}
 	vq_buf_from_kernel(b);
 	b->off = 0;
-	b->len = (uint32_t)cqe->res;
+	b->len = (uint32_t)res;
+	*resp = res; /* what the op's own completion reports: the last buffer's bytes */
 	return b;
 }
 
 static void handle_multishot(struct vq_driver *d, struct vq_op *op, struct io_uring_cqe *cqe,
-			     struct vq_buf *b)
+			     int res, struct vq_buf *b)
 {
 	bool more = cqe->flags & IORING_CQE_F_MORE;
-	int res = cqe->res;
 
 	if (res == -ENOBUFS && op->opcode == VQ_OP_RECV && !op->cancelled) {
 		/* The provided ring ran dry: park until replenish() has buffers again. */
@@ -399,17 +438,17 @@ static void handle_cqe(struct vq_driver *d, struct io_uring_cqe *cqe)
 		d->st.zc_sends++;
 	}
 	if (op->opcode == VQ_OP_RECV && op->flags & VQ_OPF_POOLED) {
-		struct vq_buf *b = selected_buf(d, cqe);
+		struct vq_buf *b = selected_buf(d, op, cqe, &res);
 
 		if (op->flags & VQ_OPF_MULTISHOT) {
-			handle_multishot(d, op, cqe, b);
+			handle_multishot(d, op, cqe, res, b);
 			return;
 		}
 		op->buf = b; /* finish() hands it over */
 		if (b)
 			vq_buf_to_kernel(b);
 	} else if (op->opcode == VQ_OP_ACCEPT && op->flags & VQ_OPF_MULTISHOT) {
-		handle_multishot(d, op, cqe, NULL);
+		handle_multishot(d, op, cqe, res, NULL);
 		return;
 	} else if (vq_op_resumable(op) && res > 0) {
 		op->progress += (uint32_t)res;
@@ -500,12 +539,18 @@ static void uring_replenish(struct vq_driver *d)
 		return;
 	mask = io_uring_buf_ring_mask(u->br_entries);
 	while (u->br_count < u->br_entries && (b = vq_pool_take_for_kernel(d->pool))) {
+		uint16_t pos = (uint16_t)(u->br_tail + n);
+
 		io_uring_buf_ring_add(u->br, b->data, b->cap, (unsigned short)b->index, mask, (int)n);
+		u->slot_bid[pos & mask] = (uint16_t)b->index;
+		u->bid_pos[b->index] = pos;
 		n++;
 		u->br_count++;
 	}
-	if (n)
+	if (n) {
 		io_uring_buf_ring_advance(u->br, (int)n);
+		u->br_tail = (uint16_t)(u->br_tail + n);
+	}
 	while (u->parked && u->br_count) {
 		struct vq_op *op = u->parked;
 
@@ -542,6 +587,10 @@ static int uring_register_pool(struct vq_driver *d, struct vq_pool *pool)
 
 	if (!entries)
 		return 0;
+	u->slot_bid = calloc(entries, sizeof(*u->slot_bid));
+	u->bid_pos = calloc(pool->count, sizeof(*u->bid_pos));
+	if (!u->slot_bid || !u->bid_pos)
+		return -ENOMEM;
 	u->br_len = (entries * sizeof(struct io_uring_buf) + 4095) & ~4095ul;
 	u->br = mmap(NULL, u->br_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (u->br == MAP_FAILED) {
@@ -575,7 +624,11 @@ static void uring_unregister_pool(struct vq_driver *d)
 			if (d->pool->bufs[i].state == VQ_BUF_KERNEL)
 				vq_buf_kernel_to_free(&d->pool->bufs[i]);
 		u->br_count = 0;
+		u->br_tail = 0;
 	}
+	free(u->slot_bid);
+	free(u->bid_pos);
+	u->slot_bid = u->bid_pos = NULL;
 	if (u->bufs_registered) {
 		io_uring_unregister_buffers(&u->ring);
 		u->bufs_registered = false;
@@ -653,18 +706,22 @@ static int uring_init(struct vq_driver *d, const struct vq_driver_params *params
 		return ret;
 	}
 	u->br_entries = params->provided;
+	u->bundle = params->flags & VQ_DRV_RECV_BUNDLE &&
+		    u->ring_features & IORING_FEAT_RECVSEND_BUNDLE;
 	/* The registered ring fd saves an fget/fput on every enter (5.18+); optional. */
 	bool reg_fd = io_uring_register_ring_fd(&u->ring) == 1;
 	probe = io_uring_get_probe_ring(&u->ring);
 	d->zc_min = params->zc_min ? params->zc_min : VQ_ZC_MIN_DEFAULT;
-	/* Bundles and incremental buffers are probed and reported, not used: see BENCHMARKS_io.md. */
+	/* Bundles are opt-in (io.recv_bundle); incremental buffers are probed, not used: see
+	 * docs/BENCHMARKS_io.md for the measurements behind both choices. */
 	snprintf(d->features, sizeof(d->features), "sq=%u cq=%u %s%s%s%s%s%s",
 		 u->ring.sq.ring_entries, u->ring.cq.ring_entries, setup,
 		 reg_fd ? " reg_ring_fd" : "",
 		 probe && io_uring_opcode_supported(probe, IORING_OP_MSG_RING) ? " msg_ring" : "",
 		 probe && io_uring_opcode_supported(probe, IORING_OP_SEND_ZC) ? " send_zc" : "",
-		 u->ring_features & IORING_FEAT_RECVSEND_BUNDLE ? " bundle(avail)" : "",
-		 probe_incremental(u) ? " pbuf_inc(avail)" : "");
+		 u->bundle ? " recv_bundle" :
+		 u->ring_features & IORING_FEAT_RECVSEND_BUNDLE ? " recv_bundle(off)" : "",
+		 probe_incremental(u) ? " pbuf_inc(unused)" : "");
 	if (probe)
 		io_uring_free_probe(probe);
 

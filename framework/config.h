@@ -50,6 +50,7 @@ struct vq_config {
 	uint64_t sq_entries;
 	int driver;               /* enum vq_driver_choice */
 	uint64_t zc_min;
+	bool recv_bundle;
 	uint64_t max_connections;
 	uint64_t max_input;
 	uint64_t max_output;

@@ -23,7 +23,9 @@
 #include "driver.h"
 #include "pool.h"
 
-static const struct vq_driver_ops *const drivers[] = { &vq_uring_driver, &vq_epoll_driver };
+/* Index 2 is uring with recv bundles (6.10), which must behave like the others. */
+static const struct vq_driver_ops *const drivers[] = { &vq_uring_driver, &vq_epoll_driver,
+						       &vq_uring_driver };
 
 static struct vq_driver drv;
 static struct vq_pool pool;
@@ -69,7 +71,8 @@ static void setup_driver(int i)
 {
 	struct vq_pool_params pp = { .count = POOL_COUNT, .size = POOL_SIZE, .node = -1,
 				     .huge = VQ_HUGE_OFF, .home = 0 };
-	struct vq_driver_params dp = { .sq_entries = 64, .provided = 16, .zc_min = 4096 };
+	struct vq_driver_params dp = { .sq_entries = 64, .provided = 16, .zc_min = 4096,
+				       .flags = i == 2 ? VQ_DRV_RECV_BUNDLE : 0 };
 
 	signal(SIGPIPE, SIG_IGN);
 	vq_buf_set_thread_home(0);
@@ -740,6 +743,47 @@ START_TEST(nobufs_recovery)
 }
 END_TEST
 
+/* A burst larger than several buffers, queued before the recv is armed. */
+START_TEST(multishot_large_burst)
+{
+	int fds[2];
+	struct rec r;
+	static char sent[100000], got[100000];
+	size_t n = 0;
+
+	setup_driver(_i);
+	tcp_pair(fds);
+	for (size_t i = 0; i < sizeof(sent); i++)
+		sent[i] = (char)(i * 7 % 253);
+	ck_assert_int_eq(write(fds[0], sent, sizeof(sent)), (ssize_t)sizeof(sent));
+	usleep(20000);
+	prep(&r, VQ_OP_RECV, fds[1], NULL);
+	r.op.flags = VQ_OPF_POOLED | VQ_OPF_MULTISHOT;
+	submit(&r);
+	for (int spins = 0; n < sizeof(sent) && spins < 2000; spins++) {
+		drv.ops->replenish(&drv);
+		drv.ops->wait(&drv, 1000000);
+		for (int i = 0; i < r.ngot; i++) {
+			ck_assert_uint_le(r.got[i]->len, POOL_SIZE);
+			memcpy(got + n, vq_buf_bytes(r.got[i]), r.got[i]->len);
+			n += r.got[i]->len;
+			vq_buf_release(r.got[i]);
+		}
+		r.ngot = 0;
+	}
+	ck_assert_uint_eq(n, sizeof(sent));
+	ck_assert_int_eq(memcmp(got, sent, sizeof(sent)), 0);
+	if (_i == 2 && strstr(drv.features, "recv_bundle") && !strstr(drv.features, "(off)"))
+		ck_assert_uint_gt(drv.st.bundled, 0);
+	shutdown(fds[0], SHUT_WR);
+	run_until(&r.finals, 1, 2000);
+	ck_assert_int_eq(r.res, 0);
+	close(fds[0]);
+	close(fds[1]);
+	teardown_driver();
+}
+END_TEST
+
 static void *waker(void *arg)
 {
 	usleep(20000);
@@ -805,6 +849,7 @@ static Suite *suite(void)
 	tcase_add_loop_test(tc, deadline_times_out, 0, n);
 	tcase_add_loop_test(tc, cancel_mid_flight, 0, n);
 	tcase_add_loop_test(tc, nobufs_recovery, 0, n);
+	tcase_add_loop_test(tc, multishot_large_burst, 0, n);
 	tcase_add_loop_test(tc, wake_from_another_thread, 0, n);
 	tcase_add_loop_test(tc, close_op, 0, n);
 	suite_add_tcase(s, tc);
