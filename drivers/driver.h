@@ -77,12 +77,14 @@ struct vq_driver {
 };
 
 /*
- * SEND_ZC threshold default. Zero copy pins the pages and costs a second
- * (notification) completion; measured on this machine's loopback the copy is
- * cheaper below ~8 KiB (docs/BENCHMARKS_io.md). Loopback copies anyway, so the
- * number is a floor, not a verdict: raise it with io.zc_min if a NIC says so.
+ * SEND_ZC threshold default. Zero copy pins pages and costs a second
+ * (notification) completion, about 1 us per send here, against a copy of
+ * ~0.1-0.15 us per KiB: break-even near 8-12 KiB on a NIC. Loopback copies the
+ * pages on delivery anyway, so it shows only the cost (zc slower below ~64 KiB
+ * there; tests/bench/drivers/zc_threshold.c, docs/BENCHMARKS_io.md). 16 KiB =
+ * full default pool buffers only; io.zc_min changes it.
  */
-#define VQ_ZC_MIN_DEFAULT 8192u
+#define VQ_ZC_MIN_DEFAULT 16384u
 
 extern const struct vq_driver_ops vq_uring_driver;
 extern const struct vq_driver_ops vq_epoll_driver;

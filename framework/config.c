@@ -47,7 +47,7 @@ static const struct vq_cfg_key framework_keys[] = {
 	{ .section = "io", .name = "driver", .type = VQ_CFG_ENUM,
 	  .offset = offsetof(struct vq_config, driver), .dflt = "auto", .choices = driver_choices,
 	  .help = "auto (io_uring, or epoll where io_uring is blocked), uring, or epoll" },
-	KEY("io", "zc_min", VQ_CFG_SIZE, zc_min, "8K", 0, 1 << 30, false,
+	KEY("io", "zc_min", VQ_CFG_SIZE, zc_min, "16K", 0, 1 << 30, false,
 	    "zero-copy sends (send_zc) for buffers of at least this size; below, plain send"),
 	KEY("io", "recv_bundle", VQ_CFG_BOOL, recv_bundle, "no", 0, 0, false,
 	    "io_uring 6.10+: let one receive fill several buffers (see docs/BENCHMARKS_io.md)"),

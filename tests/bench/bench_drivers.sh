@@ -51,10 +51,13 @@ i=0
 for d in "${DRIVERS[@]}"; do
 	PORT[$d]=$((BASE_PORT + i))
 	i=$((i + 1))
-	args=()
+	args=() envs=()
 	IFS=, read -ra kv <<<"${OVR[$d]}"
-	for o in "${kv[@]}"; do args+=(-o "$o"); done
-	taskset -c "$SERVER_CPU" "$VELOQ" --config "$CONF" -o "shards.cpus=$SERVER_CPU" \
+	for o in "${kv[@]}"; do
+		# section.key=value is a config override; NAME=value (no dot) an environment variable
+		if [[ ${o%%=*} == *.* ]]; then args+=(-o "$o"); else envs+=("$o"); fi
+	done
+	env "${envs[@]}" taskset -c "$SERVER_CPU" "$VELOQ" --config "$CONF" -o "shards.cpus=$SERVER_CPU" \
 		-o "listen.port=${PORT[$d]}" "${args[@]}" -o log.level=notice \
 		>"$TMP/$d.log" 2>&1 &
 	PID[$d]=$!
