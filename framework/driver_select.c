@@ -15,11 +15,16 @@ static bool blocked(int err)
 	return err == -EPERM || err == -ENOSYS || err == -ENOMEM;
 }
 
-static const char *memlock_hint(int err)
+static const char *hint(int err, enum vq_driver_choice choice)
 {
-	return err == -ENOMEM ? " (registered buffers count against RLIMIT_MEMLOCK: raise it with "
-				"'ulimit -l' or LimitMEMLOCK= in the unit, or lower buffers.count)" :
-				"";
+	if (err == -ENOMEM)
+		return " (registered buffers count against RLIMIT_MEMLOCK: raise it with "
+		       "'ulimit -l' or LimitMEMLOCK= in the unit, lower buffers.count, or set "
+		       "io.driver = auto)";
+	if ((err == -EPERM || err == -ENOSYS) && choice == VQ_DRIVER_URING)
+		return " (io_uring is blocked here: a seccomp profile, the kernel.io_uring_disabled "
+		       "sysctl, or an old kernel; set io.driver = auto or epoll)";
+	return "";
 }
 
 int vq_driver_open(struct vq_driver *d, enum vq_driver_choice choice,
@@ -50,6 +55,6 @@ int vq_driver_open(struct vq_driver *d, enum vq_driver_choice choice,
 	}
 	if (ret)
 		snprintf(err, errlen, "%s (io.driver = %s): %s%s", step, d->ops->name,
-			 strerror(-ret), memlock_hint(ret));
+			 strerror(-ret), hint(ret, choice));
 	return ret;
 }

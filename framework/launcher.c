@@ -403,6 +403,10 @@ int vq_main(int argc, char **argv, const struct vq_service *svc)
 	}
 	pthread_mutex_init(&rt->mu, NULL);
 	pthread_cond_init(&rt->cv, NULL);
+	/* libnuma fills its node -> CPUs cache lazily and without a lock: fill it here,
+	 * before shard threads call numa_node_of_cpu() at once (LeakSanitizer saw the race). */
+	if (numa_available() >= 0)
+		numa_node_of_cpu(cpus[0]);
 	for (int i = 0; i < rt->nshards; i++) {
 		struct vq_shard *s = &rt->shards[i];
 
