@@ -45,8 +45,9 @@ int vq_driver_open(struct vq_driver *d, enum vq_driver_choice choice,
 	}
 	if (ret && choice == VQ_DRIVER_AUTO && blocked(ret)) {
 		if (!atomic_flag_test_and_set(&logged))
-			vq_notice("io.driver = auto: io_uring unavailable (%s: %s); using epoll", step,
-				  strerror(-ret));
+			vq_notice("io.driver = auto: io_uring unavailable (%s: %s); using epoll%s",
+				  step, strerror(-ret),
+				  ret == -ENOMEM ? " (raise RLIMIT_MEMLOCK for io_uring)" : "");
 		*d = (struct vq_driver){ .ops = &vq_epoll_driver };
 		ret = d->ops->init(d, p);
 		step = "epoll setup";

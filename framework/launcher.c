@@ -206,8 +206,9 @@ static int check_limits(const struct vq_config *cfg, int nshards)
 	uint64_t pool = cfg->buf_count * cfg->buf_size, need = pool * (uint64_t)nshards;
 	rlim_t fds = (rlim_t)(cfg->max_connections * (uint64_t)nshards + FD_RESERVE);
 
-	if (!getrlimit(RLIMIT_MEMLOCK, &rl) && rl.rlim_cur != RLIM_INFINITY &&
-	    rl.rlim_cur < need && !has_cap_ipc_lock()) {
+	/* Only io_uring registers buffers; with io.driver = auto a low limit means epoll. */
+	if (cfg->driver == VQ_DRIVER_URING && !getrlimit(RLIMIT_MEMLOCK, &rl) &&
+	    rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need && !has_cap_ipc_lock()) {
 		vq_err("RLIMIT_MEMLOCK is %" PRIu64 " KiB but %d shards x %" PRIu64
 		       " KiB of registered buffers need %" PRIu64 " KiB: raise it "
 		       "(LimitMEMLOCK=%" PRIu64 "K in the systemd unit, or 'ulimit -l %" PRIu64 "'), "

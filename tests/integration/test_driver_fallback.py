@@ -1,7 +1,8 @@
 """io.driver=auto on a host that blocks io_uring: with a seccomp filter making
 io_uring_setup fail with EPERM (as Docker's default profile does), veloq-echo
 must fall back to epoll, say so once with the reason, serve, and stop cleanly.
-With io.driver=uring it must refuse to start and name the key."""
+With io.driver=uring it must refuse to start and name the key. A memlock limit
+too small for the registered buffers (without CAP_IPC_LOCK) falls back too."""
 import os
 import subprocess
 import sys
@@ -47,6 +48,22 @@ svc._reader.join(5)
 check(rc != 0, "io.driver=uring must fail where io_uring is blocked")
 check("io.driver = uring" in svc.text() and "Operation not permitted" in svc.text(),
       "error must name io.driver and the reason:\n" + svc.text())
+
+# RLIMIT_MEMLOCK too small for 16 MB of registered buffers: registering fails with
+# ENOMEM. Root is exempt (CAP_IPC_LOCK), so drop to nobody first when we are root.
+MEMLOCK = [sys.executable, "-c",
+           "import os, resource, sys\n"
+           "resource.setrlimit(resource.RLIMIT_MEMLOCK, (65536, 65536))\n"
+           "if os.getuid() == 0:\n"
+           "    os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
+           "os.execv(sys.argv[1], sys.argv[1:])\n"]
+svc = Service("echo", overrides={"io.driver": "auto"}, prefix=MEMLOCK)
+line = svc.wait_log(r"io.driver = auto: io_uring unavailable")
+check("registering buffers: Cannot allocate memory" in line, "memlock fallback line: " + line)
+with svc.connect() as s:
+    s.sendall(b"memlock\n")
+    check(recv_exact(s, 8) == b"memlock\n", "echo mismatch after memlock fallback")
+svc.stop()
 
 # Without the filter, auto picks io_uring and says nothing about a fallback.
 svc = Service("echo", overrides={"io.driver": "auto"})
