@@ -517,7 +517,9 @@ static int uring_wake(struct vq_driver *target, struct vq_driver *from)
 {
 	struct io_uring_sqe *sqe;
 
-	if (!from)
+	/* From a non-shard thread, or from a shard that fell back to epoll (auto may
+	 * leave shards of one process on different drivers): the eventfd. */
+	if (!from || from->ops != &vq_uring_driver)
 		return eventfd_write(U(target)->wake_fd, 1) ? -errno : 0;
 	sqe = get_sqe(U(from));
 	if (!sqe)

@@ -808,6 +808,28 @@ START_TEST(wake_from_another_thread)
 }
 END_TEST
 
+/* auto can leave shards of one process on different drivers: doorbells must cross. */
+START_TEST(mixed_driver_doorbells)
+{
+	struct vq_driver u = { .ops = &vq_uring_driver }, e = { .ops = &vq_epoll_driver };
+	struct vq_driver_params dp = { .sq_entries = 8 };
+
+	ck_assert_int_eq(u.ops->init(&u, &dp), 0);
+	ck_assert_int_eq(e.ops->init(&e, &dp), 0);
+	ck_assert_int_eq(e.ops->wake(&e, &u), 0);   /* uring shard rings an epoll shard */
+	ck_assert_int_eq(u.ops->wake(&u, &e), 0);   /* and the other way */
+	u.ops->wait(&u, 0);                         /* (the sender's own SQE, if any) */
+	for (int i = 0; i < 100 && (!u.st.wakeups || !e.st.wakeups); i++) {
+		u.ops->wait(&u, 1000000);
+		e.ops->wait(&e, 1000000);
+	}
+	ck_assert_uint_ge(u.st.wakeups, 1);
+	ck_assert_uint_ge(e.st.wakeups, 1);
+	u.ops->fini(&u);
+	e.ops->fini(&e);
+}
+END_TEST
+
 START_TEST(close_op)
 {
 	int p[2];
@@ -852,6 +874,7 @@ static Suite *suite(void)
 	tcase_add_loop_test(tc, multishot_large_burst, 0, n);
 	tcase_add_loop_test(tc, wake_from_another_thread, 0, n);
 	tcase_add_loop_test(tc, close_op, 0, n);
+	tcase_add_test(tc, mixed_driver_doorbells);
 	suite_add_tcase(s, tc);
 	return s;
 }
