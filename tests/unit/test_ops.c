@@ -166,6 +166,32 @@ START_TEST(connect_and_line_protocol)
 	ck_assert_str_eq(last_line, "two\n");
 	peer_read(peer, buf, 12);
 	ck_assert_int_eq(memcmp(buf, "> one\n> two\n", 12), 0);
+	/* The gathering writer: nothing leaves before flush; all-or-nothing on a full pool. */
+	{
+		struct vq_writer w;
+		static char big[64 * 16384 + 1];
+		char rd[8];
+
+		vq_writer_init(&w, d.c);
+		ck_assert_int_eq(vq_writer_put(&w, "abc", 3), 0);
+		ck_assert_int_eq(vq_writer_put(&w, big, shard.pool.st.free * 16384 + 16384),
+				 -ENOBUFS);
+		ck_assert_uint_eq(w.cur->len, 3); /* the failed put appended nothing */
+		for (int i = 0; i < 20; i++)
+			vq_shard_turn(&shard, 1000000);
+		ck_assert_int_lt(read(peer, buf, sizeof(buf)), 0); /* not flushed yet */
+		ck_assert_int_eq(vq_writer_flush(&w), 0);
+		ck_assert_int_eq(vq_write_copy(d.c, "de", 2), 0);
+		peer_read(peer, buf, 5);
+		ck_assert_int_eq(memcmp(buf, "abcde", 5), 0);
+		/* Compat read: bytes without a newline stay queued for whoever wants them. */
+		ck_assert_int_eq(write(peer, "xyz", 3), 3);
+		for (int i = 0; i < 2000 && d.c->in.bytes < 3; i++)
+			vq_shard_turn(&shard, 1000000);
+		ck_assert_uint_eq(vq_read_copy(d.c, rd, sizeof(rd)), 3);
+		ck_assert_int_eq(memcmp(rd, "xyz", 3), 0);
+		ck_assert_uint_eq(vq_read_copy(d.c, rd, sizeof(rd)), 0);
+	}
 	/* A line over the limit closes the connection with -EMSGSIZE. */
 	ck_assert_int_eq(write(peer, "0123456789abcdefghij\n", 21), 21);
 	for (int i = 0; i < 2000 && closed_err == 1; i++)
