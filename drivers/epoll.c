@@ -16,10 +16,9 @@
  * Regular files never report EAGAIN: their reads and writes run inline.
  * The doorbell is an eventfd in the epoll set.
  *
- * Per-op scratch use: scratch[0] = where the op is (enum where), scratch[1] =
- * started (the once-per-op set-up is done), res = the fd it waits on,
- * scratch2[0] = absolute deadline in CLOCK_MONOTONIC ns, scratch2[1] = next on
- * the timed list.
+ * Per-op driver fields: state = where the op is (enum where) and STARTED (its
+ * once-per-op set-up is done), res = the fd it waits on, scratch[0] = absolute
+ * deadline in CLOCK_MONOTONIC ns, scratch[1] = next on the timed list.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,6 +38,8 @@
 
 #define BATCH       16  /* completions one multishot op may post per turn before others run */
 #define MAX_EVENTS  256
+#define WHERE_MASK  0x0fu
+#define STARTED     0x10u /* vq_op.state */
 
 enum where {
 	W_NONE = 0, /* being run, or finished */
@@ -125,25 +126,32 @@ static bool q_remove(struct opq *q, struct vq_op *op)
 
 static void set_where(struct vq_op *op, enum where w)
 {
-	op->scratch[0] = w;
+	op->state = (uint8_t)((op->state & ~WHERE_MASK) | w);
 }
 
 static enum where where_of(const struct vq_op *op)
 {
-	return (enum where)op->scratch[0];
+	return (enum where)(op->state & WHERE_MASK);
 }
 
 static struct vq_op *timed_next(struct vq_op *op)
 {
-	return (struct vq_op *)(uintptr_t)op->scratch2[1];
+	return (struct vq_op *)(uintptr_t)op->scratch[1];
+}
+
+static bool timed(const struct vq_op *op)
+{
+	return op->opcode == VQ_OP_TIMEOUT || op->deadline_ns > 0;
 }
 
 static void untime(struct ep *e, struct vq_op *op)
 {
-	for (struct vq_op **pp = &e->timed; *pp; pp = (struct vq_op **)&(*pp)->scratch2[1]) {
+	if (!timed(op))
+		return;
+	for (struct vq_op **pp = &e->timed; *pp; pp = (struct vq_op **)&(*pp)->scratch[1]) {
 		if (*pp == op) {
 			*pp = timed_next(op);
-			op->scratch2[1] = 0;
+			op->scratch[1] = 0;
 			return;
 		}
 	}
@@ -368,7 +376,7 @@ static void try_op(struct vq_driver *d, struct vq_op *op)
 	struct vq_buf *b = op->buf;
 	struct iovec iov[VQ_IOV_MAX];
 	ssize_t n = 0;
-	bool rd = true, first = !op->scratch[1] && !op->progress;
+	bool rd = true, first = !(op->state & STARTED) && !op->progress;
 	int fd = op->fd, ret;
 	socklen_t sl;
 
@@ -391,7 +399,7 @@ static void try_op(struct vq_driver *d, struct vq_op *op)
 			finish(d, op, ret);
 			return;
 		}
-		op->scratch[1] = 1;
+		op->state |= STARTED;
 		try_accept(d, op);
 		return;
 	case VQ_OP_RECV:
@@ -455,7 +463,7 @@ static void try_op(struct vq_driver *d, struct vq_op *op)
 				finish(d, op, ret);
 				return;
 			}
-			op->scratch[1] = 1;
+			op->state |= STARTED;
 			if (connect(fd, op->addr, op->addrlen) == 0) {
 				finish(d, op, 0);
 				return;
@@ -489,7 +497,7 @@ static void try_op(struct vq_driver *d, struct vq_op *op)
 		finish(d, op, -EINVAL);
 		return;
 	}
-	op->scratch[1] = 1; /* "started": the once-per-op set-up is done */
+	op->state |= STARTED; /* the once-per-op set-up is done */
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK) {
 			ret = wait_fd(d, op, fd, rd);
@@ -546,12 +554,12 @@ static int ep_submit(struct vq_driver *d, struct vq_op *op)
 		return ret;
 	op->progress = 0;
 	op->cancelled = 0;
+	op->state = 0;
 	op->scratch[1] = 0;
-	op->scratch2[1] = 0;
-	if (op->opcode == VQ_OP_TIMEOUT || op->deadline_ns > 0) {
-		op->scratch2[0] = now_ns() + (uint64_t)(op->opcode == VQ_OP_TIMEOUT ?
-						       op->timeout_ns : op->deadline_ns);
-		op->scratch2[1] = (uint64_t)(uintptr_t)e->timed;
+	if (timed(op)) {
+		/* timeout_ns and deadline_ns share their storage: one or the other. */
+		op->scratch[0] = now_ns() + (uint64_t)op->timeout_ns;
+		op->scratch[1] = (uint64_t)(uintptr_t)e->timed;
 		e->timed = op;
 	}
 	vq_op_bufs_to_kernel(op);
@@ -619,8 +627,8 @@ static int64_t run_timers(struct vq_driver *d)
 
 	for (struct vq_op *op = e->timed, *nx; op; op = nx) {
 		nx = timed_next(op);
-		if (op->scratch2[0] > now) {
-			int64_t left = (int64_t)(op->scratch2[0] - now);
+		if (op->scratch[0] > now) {
+			int64_t left = (int64_t)(op->scratch[0] - now);
 
 			if (next < 0 || left < next)
 				next = left;

@@ -53,17 +53,25 @@ struct vq_op {
 	struct vq_buf *buf;
 	struct vq_op *next;      /* driver-private list link */
 	uint64_t off;            /* file offset for READ/WRITE/READV/WRITEV/SPLICE input */
-	int64_t timeout_ns;      /* TIMEOUT: relative delay */
-	/*
-	 * Any op but TIMEOUT: relative deadline (0 = none), taken from submit. When it
-	 * passes first the op ends with -ETIMEDOUT and its buffer comes back.
-	 */
-	int64_t deadline_ns;
-	const void *addr;        /* CONNECT: struct sockaddr, valid until completion */
-	uint32_t addrlen;        /* CONNECT */
-	uint32_t len;            /* SPLICE: bytes to move */
-	struct iovec *iov;       /* READV/WRITEV: room for VQ_IOV_MAX entries, the driver's to fill */
-	int fd_out;              /* SPLICE: destination */
+	union {
+		int64_t timeout_ns;  /* TIMEOUT: relative delay */
+		/*
+		 * Any other op: relative deadline (0 = none), counted from submit. When
+		 * it passes first the op ends with -ETIMEDOUT and its buffer comes back.
+		 */
+		int64_t deadline_ns;
+	};
+	union {                  /* per opcode; set them after vq_op_prep() */
+		struct {
+			const void *addr;     /* CONNECT: struct sockaddr, valid until completion */
+			uint32_t addrlen;
+		};
+		struct iovec *iov;    /* READV/WRITEV: room for VQ_IOV_MAX entries, driver-filled */
+		struct {
+			int fd_out;           /* SPLICE: destination */
+			uint32_t len;         /* SPLICE: bytes to move */
+		};
+	};
 	int fd;
 	uint32_t progress;       /* VQ_OPF_ALL: bytes done so far */
 	int32_t res;             /* driver-private: result of a locally completed op */
@@ -71,16 +79,14 @@ struct vq_op {
 	uint8_t flags;
 	uint8_t inflight;        /* submitted and its final completion not yet delivered */
 	uint8_t cancelled;       /* a cancel was requested */
-	uint8_t zc;              /* driver-private: SEND_ZC went zero-copy, notification due */
-	uint64_t scratch[2];     /* driver-private (e.g. the kernel timespec) */
-	uint64_t scratch2[2];    /* driver-private (the deadline) */
+	uint8_t state;           /* driver-private */
+	uint64_t scratch[2];     /* driver-private (e.g. a kernel timespec) */
 };
 
 static inline void vq_op_prep(struct vq_op *op, enum vq_opcode code, int fd, struct vq_buf *buf,
 			      vq_op_fn done)
 {
-	*op = (struct vq_op){ .done = done, .buf = buf, .fd = fd, .fd_out = -1,
-			      .opcode = (uint8_t)code };
+	*op = (struct vq_op){ .done = done, .buf = buf, .fd = fd, .opcode = (uint8_t)code };
 }
 
 /*

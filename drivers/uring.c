@@ -25,6 +25,7 @@
 #define UD_WAKE   1ull /* a MSG_RING doorbell from another shard */
 #define BGID      0    /* the shard's one provided-buffer group */
 #define CQ_FACTOR 8    /* multishot ops post many CQEs per SQE */
+#define ZC_PENDING 1u  /* vq_op.state: a zero-copy send's notification CQE is still due */
 
 struct uring {
 	struct io_uring ring;
@@ -69,7 +70,7 @@ static int queue_op(struct vq_driver *d, struct vq_op *op)
 	struct io_uring_sqe *sqe;
 	struct vq_buf *b = op->buf;
 	struct __kernel_timespec *ts;
-	bool linked = op->deadline_ns > 0 && op->opcode != VQ_OP_TIMEOUT;
+	bool linked = op->opcode != VQ_OP_TIMEOUT && op->deadline_ns > 0;
 	bool fixed = u->bufs_registered && b && b->pool == d->pool;
 	unsigned n;
 
@@ -155,8 +156,8 @@ static int queue_op(struct vq_driver *d, struct vq_op *op)
 		 * Zero copy pays only when pinning pages and the extra notification CQE
 		 * cost less than the copy; below the threshold a plain send is cheaper.
 		 */
-		op->zc = fixed && b->len - op->progress >= d->zc_min;
-		if (op->zc)
+		op->state = fixed && b->len - op->progress >= d->zc_min ? ZC_PENDING : 0;
+		if (op->state & ZC_PENDING)
 			io_uring_prep_send_zc_fixed(sqe, op->fd, vq_buf_bytes(b) + op->progress,
 						    b->len - op->progress, MSG_NOSIGNAL, 0,
 						    b->index);
@@ -172,7 +173,7 @@ static int queue_op(struct vq_driver *d, struct vq_op *op)
 		/* The deadline is absolute (set at submit), so re-arms keep the original one. */
 		sqe->flags |= IOSQE_IO_LINK;
 		sqe = get_sqe(u);
-		io_uring_prep_link_timeout(sqe, (struct __kernel_timespec *)op->scratch2,
+		io_uring_prep_link_timeout(sqe, (struct __kernel_timespec *)op->scratch,
 					   IORING_TIMEOUT_ABS);
 		io_uring_sqe_set_data64(sqe, UD_IGNORE);
 	}
@@ -211,10 +212,11 @@ static int uring_submit(struct vq_driver *d, struct vq_op *op)
 		return ret;
 	op->progress = 0;
 	op->cancelled = 0;
-	op->zc = 0;
-	if (op->deadline_ns > 0) {
+	op->state = 0;
+	if (op->opcode != VQ_OP_TIMEOUT && op->deadline_ns > 0) {
+		/* The linked timeout's absolute time; TIMEOUT keeps its own timespec here. */
 		struct timespec now;
-		struct __kernel_timespec *ts = (struct __kernel_timespec *)op->scratch2;
+		struct __kernel_timespec *ts = (struct __kernel_timespec *)op->scratch;
 		uint64_t at;
 
 		clock_gettime(CLOCK_MONOTONIC, &now);
@@ -238,7 +240,8 @@ static void finish(struct vq_driver *d, struct vq_op *op, int res)
 {
 	struct vq_buf *b = op->buf;
 
-	if (res == -ECANCELED && op->deadline_ns > 0 && !op->cancelled)
+	if (res == -ECANCELED && op->opcode != VQ_OP_TIMEOUT && op->deadline_ns > 0 &&
+	    !op->cancelled)
 		res = -ETIMEDOUT; /* the linked timeout fired, not a cancel */
 	if (res > 0 && (op->opcode == VQ_OP_READV || op->opcode == VQ_OP_READ ||
 			(op->opcode == VQ_OP_RECV && !(op->flags & VQ_OPF_POOLED))))
@@ -423,7 +426,7 @@ static void handle_cqe(struct vq_driver *d, struct io_uring_cqe *cqe)
 		d->internal--;
 		return;
 	}
-	if (op->opcode == VQ_OP_SEND_ZC && op->zc) {
+	if (op->opcode == VQ_OP_SEND_ZC && op->state & ZC_PENDING) {
 		/*
 		 * Two CQEs: the result (F_MORE), then the notification (F_NOTIF) once the
 		 * kernel is done with the pages. The user hears only of the second.
@@ -434,7 +437,7 @@ static void handle_cqe(struct vq_driver *d, struct io_uring_cqe *cqe)
 		}
 		if (cqe->flags & IORING_CQE_F_NOTIF)
 			res = op->res;
-		op->zc = 0;
+		op->state = 0;
 		d->st.zc_sends++;
 	}
 	if (op->opcode == VQ_OP_RECV && op->flags & VQ_OPF_POOLED) {

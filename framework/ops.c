@@ -88,8 +88,10 @@ static struct vq_io *start(struct vq_shard *s, enum vq_opcode code, int fd, stru
 	vq_op_prep(&io->op, code, fd, b, io_done);
 	io->op.off = off;
 	io->op.flags = flags;
-	io->op.deadline_ns = deadline_ns;
-	io->op.iov = io->iov;
+	if (code != VQ_OP_TIMEOUT)
+		io->op.deadline_ns = deadline_ns;
+	if (code == VQ_OP_READV || code == VQ_OP_WRITEV)
+		io->op.iov = io->iov;
 	return io;
 }
 
