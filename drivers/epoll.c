@@ -271,7 +271,8 @@ static ssize_t do_rw(struct vq_op *op, bool write, struct iovec *iov, int cnt, u
 	ssize_t n;
 
 	if (off != VQ_OFF_CUR) {
-		n = write ? pwritev(op->fd, iov, cnt, (off_t)off) : preadv(op->fd, iov, cnt, (off_t)off);
+		n = write ? pwritev(op->fd, iov, cnt, (off_t)off) :
+			    preadv(op->fd, iov, cnt, (off_t)off);
 		if (n >= 0 || errno != ESPIPE)
 			return n;
 	}
@@ -430,7 +431,8 @@ static void try_op(struct vq_driver *d, struct vq_op *op)
 		if (op->opcode == VQ_OP_READ) {
 			iov[0] = (struct iovec){ vq_buf_bytes(b) + b->len, vq_buf_room(b) };
 		} else if (op->opcode == VQ_OP_WRITE) {
-			iov[0] = (struct iovec){ vq_buf_bytes(b) + op->progress, b->len - op->progress };
+			iov[0] = (struct iovec){ vq_buf_bytes(b) + op->progress,
+						 b->len - op->progress };
 		} else {
 			cnt = (int)vq_op_iov_fill(op, w);
 			memcpy(iov, op->iov, (size_t)cnt * sizeof(*iov));
@@ -442,7 +444,8 @@ static void try_op(struct vq_driver *d, struct vq_op *op)
 	case VQ_OP_SPLICE: {
 		loff_t off = (loff_t)op->off;
 
-		if (first && ((ret = make_nonblocking(fd)) || (ret = make_nonblocking(op->fd_out)))) {
+		if (first &&
+		    ((ret = make_nonblocking(fd)) || (ret = make_nonblocking(op->fd_out)))) {
 			finish(d, op, ret);
 			return;
 		}

@@ -33,7 +33,7 @@ enum vq_opcode {
 
 #define VQ_OPF_MULTISHOT (1u << 0) /* accept/recv: keep completing until error or cancel */
 #define VQ_OPF_POOLED    (1u << 1) /* recv: the driver picks a buffer from the shard's pool */
-#define VQ_OPF_ALL       (1u << 2) /* send/write/writev: resume short transfers until done or error */
+#define VQ_OPF_ALL       (1u << 2) /* send/write/writev: resume short transfers to the end */
 
 /* Completion flags. */
 #define VQ_CQE_MORE (1u << 0) /* the op stays armed: more completions will follow */

@@ -22,13 +22,15 @@ static const char *hint(int err, enum vq_driver_choice choice)
 		       "'ulimit -l' or LimitMEMLOCK= in the unit, lower buffers.count, or set "
 		       "io.driver = auto)";
 	if ((err == -EPERM || err == -ENOSYS) && choice == VQ_DRIVER_URING)
-		return " (io_uring is blocked here: a seccomp profile, the kernel.io_uring_disabled "
-		       "sysctl, or an old kernel; set io.driver = auto or epoll)";
+		return " (io_uring is blocked here: a seccomp profile, the "
+		       "kernel.io_uring_disabled sysctl, or an old kernel; set io.driver = auto "
+		       "or epoll)";
 	return "";
 }
 
 int vq_driver_open(struct vq_driver *d, enum vq_driver_choice choice,
-		   const struct vq_driver_params *p, struct vq_pool *pool, char *err, size_t errlen)
+		   const struct vq_driver_params *p, struct vq_pool *pool, char *err,
+		   size_t errlen)
 {
 	const char *step = "io_uring setup";
 	int ret;

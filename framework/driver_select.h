@@ -15,6 +15,7 @@
  * Returns 0, or -errno with a message in err.
  */
 int vq_driver_open(struct vq_driver *d, enum vq_driver_choice choice,
-		   const struct vq_driver_params *p, struct vq_pool *pool, char *err, size_t errlen);
+		   const struct vq_driver_params *p, struct vq_pool *pool, char *err,
+		   size_t errlen);
 
 #endif

@@ -46,7 +46,8 @@ static void *drain(void *arg)
 
 static void connect_pair(int *a, int *b)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t len = sizeof(sa);
 	int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
 
@@ -129,7 +130,8 @@ int main(int argc, char **argv)
 	}
 	connect_pair(&a, &b);
 	pthread_create(&t, NULL, drain, &b);
-	printf("| size | send ns CPU/KiB | send_zc ns CPU/KiB | zc/send | send MB/s | send_zc MB/s |\n");
+	printf("| size | send ns CPU/KiB | send_zc ns CPU/KiB | zc/send | send MB/s |"
+	       " send_zc MB/s |\n");
 	printf("|---|---|---|---|---|---|\n");
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
 		double m1, m2, c1, c2;
