@@ -7,6 +7,7 @@
  * user_data is the vq_op pointer; two small values are reserved for the driver.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,8 @@
 #define BGID      0    /* the shard's one provided-buffer group */
 #define CQ_FACTOR 8    /* multishot ops post many CQEs per SQE */
 #define ZC_PENDING 1u  /* vq_op.state: a zero-copy send's notification CQE is still due */
+#define SPLICE_POLL 2u /* vq_op.state: a splice waits for its fd (op->res) to be ready */
+#define SPLICE_OUT  4u /* ... for writing (the output end), not for reading */
 
 struct uring {
 	struct io_uring ring;
@@ -148,8 +151,12 @@ static int queue_op(struct vq_driver *d, struct vq_op *op)
 				     op->off == VQ_OFF_CUR ? op->off : op->off + op->progress);
 		break;
 	case VQ_OP_SPLICE:
-		io_uring_prep_splice(sqe, op->fd, op->off == VQ_OFF_CUR ? -1 : (int64_t)op->off,
-				     op->fd_out, -1, op->len, 0);
+		if (op->state & SPLICE_POLL)
+			io_uring_prep_poll_add(sqe, op->res, op->state & SPLICE_OUT ? POLLOUT : POLLIN);
+		else
+			io_uring_prep_splice(sqe, op->fd,
+					     op->off == VQ_OFF_CUR ? -1 : (int64_t)op->off,
+					     op->fd_out, -1, op->len, 0);
 		break;
 	case VQ_OP_SEND_ZC:
 		/*
@@ -404,6 +411,35 @@ static void handle_multishot(struct vq_driver *d, struct vq_op *op, struct io_ur
 	finish(d, op, res);
 }
 
+/*
+ * io_uring does not poll for splice: with an O_NONBLOCK end (sockets made by
+ * vq_conn_connect, fds the epoll driver touched) a splice that cannot move a
+ * byte answers -EAGAIN. Then wait for the end that is not ready with a poll
+ * (which the deadline's linked timeout covers too) and splice again. Returns
+ * true while the op stays in flight.
+ */
+static bool splice_wait(struct vq_driver *d, struct vq_op *op, int res)
+{
+	struct pollfd p = { .fd = op->fd, .events = POLLIN };
+
+	if (op->state & SPLICE_POLL) {
+		op->state = 0; /* the poll's CQE: ready (res > 0), or an error that ends the op */
+		return res > 0 && queue_op(d, op) == 0;
+	}
+
+	/* Input readable (or a regular file, always readable): the output is full. */
+	op->state = SPLICE_POLL;
+	op->res = op->fd;
+	if (poll(&p, 1, 0) == 1) {
+		op->state |= SPLICE_OUT;
+		op->res = op->fd_out;
+	}
+	if (queue_op(d, op) == 0)
+		return true;
+	op->state = 0;
+	return false;
+}
+
 static void handle_cqe(struct vq_driver *d, struct io_uring_cqe *cqe)
 {
 	struct uring *u = U(d);
@@ -425,6 +461,13 @@ static void handle_cqe(struct vq_driver *d, struct io_uring_cqe *cqe)
 		d->inflight--;
 		d->internal--;
 		return;
+	}
+	if (op->opcode == VQ_OP_SPLICE && !op->cancelled &&
+	    (op->state & SPLICE_POLL || res == -EAGAIN)) {
+		if (splice_wait(d, op, res))
+			return;
+		if (res > 0)
+			res = -EAGAIN; /* the re-queue failed: report what we had */
 	}
 	if (op->opcode == VQ_OP_SEND_ZC && op->state & ZC_PENDING) {
 		/*

@@ -460,8 +460,9 @@ START_TEST(vectored_file_and_pipe)
 	ck_assert_int_eq(memcmp(vq_buf_bytes(b), "fghi", 4), 0);
 	ck_assert_int_eq(memcmp(vq_buf_bytes(c), "j", 1), 0);
 
-	/* On a pipe: readv waits for data (EAGAIN path), writev supplies it. */
-	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	/* On a pipe: readv waits for data (EAGAIN path), writev supplies it. The pipe is
+	 * O_NONBLOCK (as the epoll driver leaves fds): io_uring must wait all the same. */
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
 	a->off = b->off = c->off = 0;
 	a->len = b->len = c->len = 0;
 	prep(&r, VQ_OP_READV, p[0], a);
@@ -544,6 +545,40 @@ START_TEST(splice_file_to_socket)
 	run_until(&b.finals, 1, 2000);
 	ck_assert_int_eq(b.res, 4);
 	close(fd);
+	close(p[0]);
+	close(p[1]);
+	close(s[0]);
+	close(s[1]);
+	teardown_driver();
+}
+END_TEST
+
+/* A splice stuck on a full socket (on uring: blocked in an io-wq worker) cancels cleanly. */
+START_TEST(cancel_blocked_splice)
+{
+	int p[2], s[2], sz = 4096;
+	struct rec b;
+	static char junk[65536];
+
+	setup_driver(_i);
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	tcp_pair(s);
+	setsockopt(s[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+	fcntl(s[0], F_SETFL, O_NONBLOCK);
+	while (write(s[0], junk, sizeof(junk)) > 0)
+		;
+	ck_assert_int_eq(write(p[1], junk, 1000), 1000);
+	prep(&b, VQ_OP_SPLICE, p[0], NULL);
+	b.op.off = VQ_OFF_CUR;
+	b.op.fd_out = s[0];
+	b.op.len = 1000;
+	submit(&b);
+	for (int i = 0; i < 20; i++)
+		drv.ops->wait(&drv, 1000000);
+	ck_assert_msg(b.finals == 0, "splice ended early: %d", b.res);
+	ck_assert_int_eq(drv.ops->cancel(&drv, &b.op), 0);
+	run_until(&b.finals, 1, 3000);
+	ck_assert_int_eq(b.res, -ECANCELED);
 	close(p[0]);
 	close(p[1]);
 	close(s[0]);
@@ -867,6 +902,7 @@ static Suite *suite(void)
 	tcase_add_loop_test(tc, file_read_write_at_offset, 0, n);
 	tcase_add_loop_test(tc, vectored_file_and_pipe, 0, n);
 	tcase_add_loop_test(tc, splice_file_to_socket, 0, n);
+	tcase_add_loop_test(tc, cancel_blocked_splice, 0, n);
 	tcase_add_loop_test(tc, send_zc_once, 0, n);
 	tcase_add_loop_test(tc, deadline_times_out, 0, n);
 	tcase_add_loop_test(tc, cancel_mid_flight, 0, n);
