@@ -42,6 +42,8 @@ struct rec {
 	struct vq_buf *buf;  /* last buffer handed back */
 	struct vq_buf *got[256]; /* pooled recv: buffers received, in order */
 	int ngot;
+	int accepted[8];     /* accept: the new fds */
+	int naccepted;
 	struct iovec iov[VQ_IOV_MAX];
 };
 
@@ -51,6 +53,8 @@ static void rec_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags
 
 	r->calls++;
 	r->res = res;
+	if (op->opcode == VQ_OP_ACCEPT && res >= 0 && r->naccepted < 8)
+		r->accepted[r->naccepted++] = res;
 	if (!(flags & VQ_CQE_MORE)) {
 		r->finals++;
 		r->buf = b;
@@ -553,7 +557,138 @@ START_TEST(splice_file_to_socket)
 }
 END_TEST
 
-/* A splice stuck on a full socket (on uring: blocked in an io-wq worker) cancels cleanly. */
+/* Multishot accept: one completion per connection, then a cancel ends it. */
+START_TEST(multishot_accept_and_cancel)
+{
+	struct sockaddr_in addr;
+	int lfd, c[5];
+	struct rec a;
+
+	setup_driver(_i);
+	lfd = tcp_listener(&addr);
+	prep(&a, VQ_OP_ACCEPT, lfd, NULL);
+	a.op.flags = VQ_OPF_MULTISHOT;
+	submit(&a);
+	drv.ops->wait(&drv, 0);
+	for (int i = 0; i < 5; i++) {
+		c[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		ck_assert_int_eq(connect(c[i], (struct sockaddr *)&addr, sizeof(addr)), 0);
+	}
+	run_until(&a.calls, 5, 2000);
+	ck_assert_int_eq(a.calls, 5);
+	ck_assert_int_eq(a.finals, 0);
+	ck_assert_int_ge(a.res, 0);
+	ck_assert_int_eq(drv.ops->cancel(&drv, &a.op), 0);
+	run_until(&a.finals, 1, 2000);
+	ck_assert_int_eq(a.res, -ECANCELED);
+	ck_assert_int_eq(a.calls, 6);
+	ck_assert_int_eq(a.naccepted, 5);
+	for (int i = 0; i < 5; i++) {
+		close(c[i]);
+		close(a.accepted[i]);
+	}
+	close(lfd);
+	teardown_driver();
+}
+END_TEST
+
+/* Writing to a pipe whose reader is gone: -EPIPE, no signal. */
+START_TEST(broken_pipe_write)
+{
+	int p[2];
+	struct rec w;
+
+	setup_driver(_i);
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	close(p[0]);
+	prep(&w, VQ_OP_WRITE, p[1], buf_with("nobody"));
+	w.op.off = VQ_OFF_CUR;
+	submit(&w);
+	run_until(&w.finals, 1, 2000);
+	ck_assert_int_eq(w.res, -EPIPE);
+	vq_buf_release(w.buf);
+	close(p[1]);
+	teardown_driver();
+}
+END_TEST
+
+/* A cancel right after submit, before anything reached the kernel. */
+START_TEST(cancel_before_submit)
+{
+	int p[2];
+	struct rec r;
+	struct vq_buf *b;
+
+	setup_driver(_i);
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	b = vq_pool_alloc(&pool);
+	prep(&r, VQ_OP_READ, p[0], b);
+	r.op.off = VQ_OFF_CUR;
+	submit(&r);
+	ck_assert_int_eq(drv.ops->cancel(&drv, &r.op), 0);
+	run_until(&r.finals, 1, 2000);
+	ck_assert_int_eq(r.res, -ECANCELED);
+	ck_assert_ptr_eq(r.buf, b);
+	ck_assert_int_eq(r.calls, 1);
+	vq_buf_release(b);
+	close(p[0]);
+	close(p[1]);
+	teardown_driver();
+}
+END_TEST
+
+/* WRITEV of a chain bigger than the socket can take: resumed mid-buffer to the end. */
+START_TEST(writev_all_resumes)
+{
+	int fds[2], sz = 4096;
+	struct rec w;
+	struct vq_buf *bufs[3];
+	static char got[3 * POOL_SIZE];
+	size_t n = 0;
+
+	setup_driver(_i);
+	tcp_pair(fds);
+	setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+	setsockopt(fds[1], SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+	for (int k = 0; k < 3; k++) {
+		bufs[k] = vq_pool_alloc(&pool);
+		bufs[k]->off = (uint32_t)k * 100; /* not at the start, different lengths */
+		bufs[k]->len = POOL_SIZE - bufs[k]->off;
+		for (uint32_t i = 0; i < bufs[k]->len; i++)
+			vq_buf_bytes(bufs[k])[i] = (uint8_t)(k * 31 + i * 7);
+		if (k)
+			bufs[k - 1]->next = bufs[k];
+	}
+	bufs[2]->next = NULL;
+	prep(&w, VQ_OP_WRITEV, fds[0], bufs[0]);
+	w.op.off = VQ_OFF_CUR;
+	w.op.flags = VQ_OPF_ALL;
+	submit(&w);
+	fcntl(fds[1], F_SETFL, O_NONBLOCK);
+	while (!w.finals || n < sizeof(got) - 300) {
+		ssize_t k;
+
+		drv.ops->wait(&drv, 1000000);
+		k = read(fds[1], got + n, 1500);
+		if (k > 0)
+			n += (size_t)k;
+	}
+	ck_assert_int_eq(w.res, 3 * POOL_SIZE - 300);
+	ck_assert_ptr_eq(w.buf, bufs[0]);
+	n = 0;
+	for (int k = 0; k < 3; k++) {
+		for (uint32_t i = 0; i < bufs[k]->len; i++)
+			ck_assert_int_eq((uint8_t)got[n + i], (uint8_t)(k * 31 + i * 7));
+		n += bufs[k]->len;
+		vq_buf_release(bufs[k]);
+	}
+	close(fds[0]);
+	close(fds[1]);
+	teardown_driver();
+}
+END_TEST
+
+/* A splice stuck on a full socket cancels cleanly, its poll or worker and all. */
 START_TEST(cancel_blocked_splice)
 {
 	int p[2], s[2], sz = 4096;
@@ -903,6 +1038,10 @@ static Suite *suite(void)
 	tcase_add_loop_test(tc, vectored_file_and_pipe, 0, n);
 	tcase_add_loop_test(tc, splice_file_to_socket, 0, n);
 	tcase_add_loop_test(tc, cancel_blocked_splice, 0, n);
+	tcase_add_loop_test(tc, multishot_accept_and_cancel, 0, n);
+	tcase_add_loop_test(tc, broken_pipe_write, 0, n);
+	tcase_add_loop_test(tc, cancel_before_submit, 0, n);
+	tcase_add_loop_test(tc, writev_all_resumes, 0, n);
 	tcase_add_loop_test(tc, send_zc_once, 0, n);
 	tcase_add_loop_test(tc, deadline_times_out, 0, n);
 	tcase_add_loop_test(tc, cancel_mid_flight, 0, n);
