@@ -29,6 +29,8 @@
 #define ZC_PENDING 1u  /* vq_op.state: a zero-copy send's notification CQE is still due */
 #define SPLICE_POLL 2u /* vq_op.state: a splice waits for its fd (op->res) to be ready */
 #define SPLICE_OUT  4u /* ... for writing (the output end), not for reading */
+#define PARK_TIMER  8u /* vq_op.state: a parked op's deadline is armed as a plain timeout */
+#define UD_PARK     1ull /* user_data = op | UD_PARK: that timeout (ops are 8-byte aligned) */
 
 struct uring {
 	struct io_uring ring;
@@ -66,6 +68,12 @@ static struct io_uring_sqe *get_sqe(struct uring *u)
 	return sqe;
 }
 
+/* A TIMEOUT's delay shares its field with the deadline other ops may carry. */
+static bool has_deadline(const struct vq_op *op)
+{
+	return op->opcode != VQ_OP_TIMEOUT && op->deadline_ns > 0;
+}
+
 /* Fill and queue the SQE for op's current step. Called for first submits and re-arms. */
 static int queue_op(struct vq_driver *d, struct vq_op *op)
 {
@@ -73,7 +81,7 @@ static int queue_op(struct vq_driver *d, struct vq_op *op)
 	struct io_uring_sqe *sqe;
 	struct vq_buf *b = op->buf;
 	struct __kernel_timespec *ts;
-	bool linked = op->opcode != VQ_OP_TIMEOUT && op->deadline_ns > 0;
+	bool linked = has_deadline(op);
 	bool fixed = u->bufs_registered && b && b->pool == d->pool;
 	unsigned n;
 
@@ -220,7 +228,7 @@ static int uring_submit(struct vq_driver *d, struct vq_op *op)
 	op->progress = 0;
 	op->cancelled = 0;
 	op->state = 0;
-	if (op->opcode != VQ_OP_TIMEOUT && op->deadline_ns > 0) {
+	if (has_deadline(op)) {
 		/* The linked timeout's absolute time; TIMEOUT keeps its own timespec here. */
 		struct timespec now;
 		struct __kernel_timespec *ts = (struct __kernel_timespec *)op->scratch;
@@ -247,9 +255,10 @@ static void finish(struct vq_driver *d, struct vq_op *op, int res)
 {
 	struct vq_buf *b = op->buf;
 
-	if (res == -ECANCELED && op->opcode != VQ_OP_TIMEOUT && op->deadline_ns > 0 &&
-	    !op->cancelled)
+	if (res == -ECANCELED && has_deadline(op) && !op->cancelled) {
 		res = -ETIMEDOUT; /* the linked timeout fired, not a cancel */
+		d->st.timeouts++;
+	}
 	if (res > 0 && (op->opcode == VQ_OP_READV || op->opcode == VQ_OP_READ ||
 			(op->opcode == VQ_OP_RECV && !(op->flags & VQ_OPF_POOLED))))
 		vq_op_iov_spread(op, (uint32_t)res); /* the bytes read become valid */
@@ -268,11 +277,47 @@ static void complete_locally(struct uring *u, struct vq_op *op, int res)
 	u->local = op;
 }
 
+/*
+ * A parked op has no SQE in the kernel, so no linked timeout either: its
+ * deadline becomes a plain absolute timeout tagged op | UD_PARK, removed when
+ * the op leaves the parked list.
+ */
+static void park(struct vq_driver *d, struct vq_op *op)
+{
+	struct uring *u = U(d);
+	struct io_uring_sqe *sqe;
+
+	d->st.nobufs++;
+	op->next = u->parked;
+	u->parked = op;
+	if (!has_deadline(op) || op->state & PARK_TIMER || !(sqe = get_sqe(u)))
+		return;
+	io_uring_prep_timeout(sqe, (struct __kernel_timespec *)op->scratch, 0, IORING_TIMEOUT_ABS);
+	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)op | UD_PARK);
+	op->state |= PARK_TIMER;
+}
+
+static void park_timer_off(struct uring *u, struct vq_op *op)
+{
+	struct io_uring_sqe *sqe;
+
+	if (!(op->state & PARK_TIMER))
+		return;
+	op->state &= (uint8_t)~PARK_TIMER;
+	sqe = get_sqe(u);
+	if (!sqe)
+		return; /* it fires later and finds the op no longer parked */
+	io_uring_prep_timeout_remove(sqe, (uint64_t)(uintptr_t)op | UD_PARK, 0);
+	io_uring_sqe_set_data64(sqe, UD_IGNORE);
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+}
+
 static bool unpark(struct uring *u, struct vq_op *op)
 {
 	for (struct vq_op **pp = &u->parked; *pp; pp = &(*pp)->next) {
 		if (*pp == op) {
 			*pp = op->next;
+			park_timer_off(u, op);
 			return true;
 		}
 	}
@@ -311,6 +356,7 @@ static int uring_cancel_fd(struct vq_driver *d, int fd)
 
 		if (op->fd == fd) {
 			*pp = op->next;
+			park_timer_off(u, op);
 			op->cancelled = 1;
 			complete_locally(u, op, -ECANCELED);
 		} else {
@@ -386,9 +432,7 @@ static void handle_multishot(struct vq_driver *d, struct vq_op *op, struct io_ur
 
 	if (res == -ENOBUFS && op->opcode == VQ_OP_RECV && !op->cancelled) {
 		/* The provided ring ran dry: park until replenish() has buffers again. */
-		d->st.nobufs++;
-		op->next = U(d)->parked;
-		U(d)->parked = op;
+		park(d, op);
 		return;
 	}
 	if (!more && res > 0 && !op->cancelled) {
@@ -440,6 +484,34 @@ static bool splice_wait(struct vq_driver *d, struct vq_op *op, int res)
 	return false;
 }
 
+/*
+ * A parked op's deadline timeout completed. Only trust it for an op still
+ * parked with its timer armed and its deadline really past: a late CQE for an
+ * op that left the list (or whose memory now holds another op) changes nothing.
+ */
+static void park_timer_fired(struct vq_driver *d, struct vq_op *op, int res)
+{
+	struct uring *u = U(d);
+	const struct __kernel_timespec *ts;
+	struct timespec now;
+	bool parked = false;
+
+	if (res != -ETIME)
+		return; /* removed */
+	for (struct vq_op *p = u->parked; p; p = p->next)
+		parked |= p == op;
+	if (!parked || !(op->state & PARK_TIMER))
+		return;
+	ts = (const struct __kernel_timespec *)op->scratch;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec < ts->tv_sec || (now.tv_sec == ts->tv_sec && now.tv_nsec < ts->tv_nsec))
+		return;
+	op->state &= (uint8_t)~PARK_TIMER;
+	unpark(u, op);
+	d->st.timeouts++;
+	complete_locally(u, op, -ETIMEDOUT);
+}
+
 static void handle_cqe(struct vq_driver *d, struct io_uring_cqe *cqe)
 {
 	struct uring *u = U(d);
@@ -451,6 +523,10 @@ static void handle_cqe(struct vq_driver *d, struct io_uring_cqe *cqe)
 		return;
 	if (ud == UD_WAKE) {
 		d->st.wakeups++;
+		return;
+	}
+	if (ud & UD_PARK) {
+		park_timer_fired(d, (struct vq_op *)(uintptr_t)(ud & ~UD_PARK), res);
 		return;
 	}
 	if (op == &u->wake_op) {
@@ -603,6 +679,7 @@ static void uring_replenish(struct vq_driver *d)
 		struct vq_op *op = u->parked;
 
 		u->parked = op->next;
+		park_timer_off(u, op); /* the re-armed recv carries a linked timeout again */
 		if (queue_op(d, op)) {
 			op->next = u->parked;
 			u->parked = op;

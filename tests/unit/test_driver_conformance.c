@@ -612,6 +612,41 @@ START_TEST(broken_pipe_write)
 }
 END_TEST
 
+/* A deadline passes while a pooled recv is parked for want of buffers. */
+START_TEST(deadline_while_parked)
+{
+	int fds[2];
+	struct rec r;
+	static char data[20 * POOL_SIZE];
+	struct vq_buf *held[POOL_COUNT];
+	int nheld = 0;
+
+	setup_driver(_i);
+	tcp_pair(fds);
+	while (nheld < POOL_COUNT && (held[nheld] = vq_pool_alloc(&pool)))
+		nheld++;
+	prep(&r, VQ_OP_RECV, fds[1], NULL);
+	r.op.flags = VQ_OPF_POOLED | VQ_OPF_MULTISHOT;
+	r.op.deadline_ns = 150000000;
+	submit(&r);
+	fcntl(fds[0], F_SETFL, O_NONBLOCK);
+	ck_assert_int_gt(write(fds[0], data, sizeof(data)), 0);
+	for (int i = 0; i < 50 && !drv.st.nobufs; i++)
+		drv.ops->wait(&drv, 1000000);
+	ck_assert_uint_gt(drv.st.nobufs, 0);
+	ck_assert_int_eq(r.finals, 0);
+	run_until(&r.finals, 1, 3000);
+	ck_assert_int_eq(r.res, -ETIMEDOUT);
+	for (int i = 0; i < r.ngot; i++)
+		vq_buf_release(r.got[i]);
+	while (nheld)
+		vq_buf_release(held[--nheld]);
+	close(fds[0]);
+	close(fds[1]);
+	teardown_driver();
+}
+END_TEST
+
 /* A cancel right after submit, before anything reached the kernel. */
 START_TEST(cancel_before_submit)
 {
@@ -1041,6 +1076,7 @@ static Suite *suite(void)
 	tcase_add_loop_test(tc, multishot_accept_and_cancel, 0, n);
 	tcase_add_loop_test(tc, broken_pipe_write, 0, n);
 	tcase_add_loop_test(tc, cancel_before_submit, 0, n);
+	tcase_add_loop_test(tc, deadline_while_parked, 0, n);
 	tcase_add_loop_test(tc, writev_all_resumes, 0, n);
 	tcase_add_loop_test(tc, send_zc_once, 0, n);
 	tcase_add_loop_test(tc, deadline_times_out, 0, n);
