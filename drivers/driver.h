@@ -12,7 +12,11 @@ struct vq_driver;
 struct vq_driver_params {
 	uint32_t sq_entries;     /* submission queue size; the CQ is 8x this */
 	uint32_t provided;       /* pool buffers lent to the provided-buffer ring (power of 2) */
+	uint32_t zc_min;         /* SEND_ZC threshold in bytes; 0 = VQ_ZC_MIN_DEFAULT */
+	uint32_t flags;          /* VQ_DRV_* */
 };
+
+#define VQ_DRV_RECV_BUNDLE (1u << 0) /* uring, 6.10+: one recv CQE may fill several buffers */
 
 struct vq_driver_stats {
 	uint64_t submitted;      /* ops started */
@@ -22,6 +26,9 @@ struct vq_driver_stats {
 	uint64_t nobufs;         /* multishot recvs parked because the provided ring ran dry */
 	uint64_t partial;        /* short sends/writes resumed */
 	uint64_t wakeups;        /* doorbells received */
+	uint64_t zc_sends;       /* SEND_ZC ops that went zero-copy */
+	uint64_t timeouts;       /* ops ended by their deadline */
+	uint64_t bundled;        /* extra buffers delivered from recv bundles */
 };
 
 /*
@@ -64,11 +71,23 @@ struct vq_driver {
 	uint32_t inflight;       /* ops submitted whose final completion is not delivered */
 	uint32_t internal;       /* of which the driver's own (e.g. the wake listener) */
 	struct vq_driver_stats st;
+	uint32_t zc_min;         /* SEND_ZC below this many bytes is a plain send */
 	char features[160];      /* one line for the start-up log */
 	void *impl;
 };
 
+/*
+ * SEND_ZC threshold default. Zero copy pins pages and costs a second
+ * (notification) completion, about 1 us per send here, against a copy of
+ * ~0.1-0.15 us per KiB: break-even near 8-12 KiB on a NIC. Loopback copies the
+ * pages on delivery anyway, so it shows only the cost (zc slower below ~64 KiB
+ * there; tests/bench/drivers/zc_threshold.c, docs/BENCHMARKS_io.md). 16 KiB =
+ * full default pool buffers only; io.zc_min changes it.
+ */
+#define VQ_ZC_MIN_DEFAULT 16384u
+
 extern const struct vq_driver_ops vq_uring_driver;
+extern const struct vq_driver_ops vq_epoll_driver;
 
 /* Convenience wrappers. */
 static inline int vq_driver_submit(struct vq_driver *d, struct vq_op *op)

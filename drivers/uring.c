@@ -7,6 +7,7 @@
  * user_data is the vq_op pointer; two small values are reserved for the driver.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,15 +15,22 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 #include <liburing.h>
 
 #include "driver.h"
+#include "uring_compat.h"
 
 #define UD_IGNORE 0ull /* results of cancel requests and doorbell sends */
 #define UD_WAKE   1ull /* a MSG_RING doorbell from another shard */
 #define BGID      0    /* the shard's one provided-buffer group */
 #define CQ_FACTOR 8    /* multishot ops post many CQEs per SQE */
+#define ZC_PENDING 1u  /* vq_op.state: a zero-copy send's notification CQE is still due */
+#define SPLICE_POLL 2u /* vq_op.state: a splice waits for its fd (op->res) to be ready */
+#define SPLICE_OUT  4u /* ... for writing (the output end), not for reading */
+#define PARK_TIMER  8u /* vq_op.state: a parked op's deadline is armed as a plain timeout */
+#define UD_PARK     1ull /* user_data = op | UD_PARK: that timeout (ops are 8-byte aligned) */
 
 struct uring {
 	struct io_uring ring;
@@ -30,7 +38,12 @@ struct uring {
 	size_t br_len;
 	uint32_t br_entries;
 	uint32_t br_count;        /* buffers currently in the provided ring */
+	uint16_t br_tail;         /* ring position of the next buffer added */
+	uint16_t *slot_bid;       /* bundles: buffer id at each ring slot (position & mask) */
+	uint16_t *bid_pos;        /* bundles: ring position each buffer id was added at */
+	bool bundle;              /* multishot recvs ask for bundles (6.10) */
 	bool bufs_registered;
+	unsigned ring_features;   /* io_uring_params.features from setup */
 	struct vq_op *parked;     /* pooled recvs that ran out of buffers (ENOBUFS) */
 	struct vq_op *local;      /* ops completed without a CQE, delivered in wait() */
 	int wake_fd;              /* eventfd for doorbells from non-shard threads */
@@ -55,14 +68,27 @@ static struct io_uring_sqe *get_sqe(struct uring *u)
 	return sqe;
 }
 
+/* A TIMEOUT's delay shares its field with the deadline other ops may carry. */
+static bool has_deadline(const struct vq_op *op)
+{
+	return op->opcode != VQ_OP_TIMEOUT && op->deadline_ns > 0;
+}
+
 /* Fill and queue the SQE for op's current step. Called for first submits and re-arms. */
 static int queue_op(struct vq_driver *d, struct vq_op *op)
 {
 	struct uring *u = U(d);
-	struct io_uring_sqe *sqe = get_sqe(u);
+	struct io_uring_sqe *sqe;
 	struct vq_buf *b = op->buf;
 	struct __kernel_timespec *ts;
+	bool linked = has_deadline(op);
+	bool fixed = u->bufs_registered && b && b->pool == d->pool;
+	unsigned n;
 
+	/* An op and its linked timeout must reach the kernel in the same submission. */
+	if (linked && io_uring_sq_space_left(&u->ring) < 2)
+		io_uring_submit(&u->ring);
+	sqe = get_sqe(u);
 	if (!sqe)
 		return -EBUSY;
 	switch (op->opcode) {
@@ -77,10 +103,13 @@ static int queue_op(struct vq_driver *d, struct vq_op *op)
 		break;
 	case VQ_OP_RECV:
 		if (op->flags & VQ_OPF_POOLED) {
-			if (op->flags & VQ_OPF_MULTISHOT)
+			if (op->flags & VQ_OPF_MULTISHOT) {
 				io_uring_prep_recv_multishot(sqe, op->fd, NULL, 0, 0);
-			else
+				if (u->bundle)
+					sqe->ioprio |= IORING_RECVSEND_BUNDLE;
+			} else {
 				io_uring_prep_recv(sqe, op->fd, NULL, 0, 0);
+			}
 			sqe->flags |= IOSQE_BUFFER_SELECT;
 			sqe->buf_group = BGID;
 		} else {
@@ -117,10 +146,52 @@ static int queue_op(struct vq_driver *d, struct vq_op *op)
 		ts->tv_nsec = op->timeout_ns % 1000000000;
 		io_uring_prep_timeout(sqe, ts, 0, 0);
 		break;
+	case VQ_OP_CONNECT:
+		io_uring_prep_connect(sqe, op->fd, op->addr, op->addrlen);
+		break;
+	case VQ_OP_READV:
+		n = vq_op_iov_fill(op, false);
+		io_uring_prep_readv(sqe, op->fd, op->iov, n, op->off);
+		break;
+	case VQ_OP_WRITEV:
+		n = vq_op_iov_fill(op, true);
+		io_uring_prep_writev(sqe, op->fd, op->iov, n,
+				     op->off == VQ_OFF_CUR ? op->off : op->off + op->progress);
+		break;
+	case VQ_OP_SPLICE:
+		if (op->state & SPLICE_POLL)
+			io_uring_prep_poll_add(sqe, op->res, op->state & SPLICE_OUT ? POLLOUT : POLLIN);
+		else
+			io_uring_prep_splice(sqe, op->fd,
+					     op->off == VQ_OFF_CUR ? -1 : (int64_t)op->off,
+					     op->fd_out, -1, op->len, 0);
+		break;
+	case VQ_OP_SEND_ZC:
+		/*
+		 * Zero copy pays only when pinning pages and the extra notification CQE
+		 * cost less than the copy; below the threshold a plain send is cheaper.
+		 */
+		op->state = fixed && b->len - op->progress >= d->zc_min ? ZC_PENDING : 0;
+		if (op->state & ZC_PENDING)
+			io_uring_prep_send_zc_fixed(sqe, op->fd, vq_buf_bytes(b) + op->progress,
+						    b->len - op->progress, MSG_NOSIGNAL, 0,
+						    b->index);
+		else
+			io_uring_prep_send(sqe, op->fd, vq_buf_bytes(b) + op->progress,
+					   b->len - op->progress, MSG_NOSIGNAL);
+		break;
 	default:
 		return -EINVAL;
 	}
 	io_uring_sqe_set_data(sqe, op);
+	if (linked) {
+		/* The deadline is absolute (set at submit), so re-arms keep the original one. */
+		sqe->flags |= IOSQE_IO_LINK;
+		sqe = get_sqe(u);
+		io_uring_prep_link_timeout(sqe, (struct __kernel_timespec *)op->scratch,
+					   IORING_TIMEOUT_ABS);
+		io_uring_sqe_set_data64(sqe, UD_IGNORE);
+	}
 	return 0;
 }
 
@@ -130,8 +201,11 @@ static bool needs_buf(const struct vq_op *op)
 	case VQ_OP_RECV:
 		return !(op->flags & VQ_OPF_POOLED);
 	case VQ_OP_SEND:
+	case VQ_OP_SEND_ZC:
 	case VQ_OP_READ:
 	case VQ_OP_WRITE:
+	case VQ_OP_READV:
+	case VQ_OP_WRITEV:
 		return true;
 	default:
 		return false;
@@ -148,13 +222,28 @@ static int uring_submit(struct vq_driver *d, struct vq_op *op)
 		return -EINVAL;
 	if (op->flags & VQ_OPF_POOLED && !U(d)->br)
 		return -ENOBUFS;
+	ret = vq_op_check(op);
+	if (ret)
+		return ret;
 	op->progress = 0;
 	op->cancelled = 0;
+	op->state = 0;
+	if (has_deadline(op)) {
+		/* The linked timeout's absolute time; TIMEOUT keeps its own timespec here. */
+		struct timespec now;
+		struct __kernel_timespec *ts = (struct __kernel_timespec *)op->scratch;
+		uint64_t at;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		at = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec +
+		     (uint64_t)op->deadline_ns;
+		ts->tv_sec = (int64_t)(at / 1000000000ull);
+		ts->tv_nsec = (long long)(at % 1000000000ull);
+	}
 	ret = queue_op(d, op);
 	if (ret)
 		return ret;
-	if (op->buf)
-		vq_buf_to_kernel(op->buf);
+	vq_op_bufs_to_kernel(op);
 	op->inflight = 1;
 	d->inflight++;
 	d->st.submitted++;
@@ -166,12 +255,18 @@ static void finish(struct vq_driver *d, struct vq_op *op, int res)
 {
 	struct vq_buf *b = op->buf;
 
+	if (res == -ECANCELED && has_deadline(op) && !op->cancelled) {
+		res = -ETIMEDOUT; /* the linked timeout fired, not a cancel */
+		d->st.timeouts++;
+	}
+	if (res > 0 && (op->opcode == VQ_OP_READV || op->opcode == VQ_OP_READ ||
+			(op->opcode == VQ_OP_RECV && !(op->flags & VQ_OPF_POOLED))))
+		vq_op_iov_spread(op, (uint32_t)res); /* the bytes read become valid */
+	vq_op_bufs_from_kernel(op);
 	op->buf = NULL;
 	op->inflight = 0;
 	d->inflight--;
 	d->st.completions++;
-	if (b)
-		vq_buf_from_kernel(b);
 	op->done(op, res, b, 0);
 }
 
@@ -182,11 +277,47 @@ static void complete_locally(struct uring *u, struct vq_op *op, int res)
 	u->local = op;
 }
 
+/*
+ * A parked op has no SQE in the kernel, so no linked timeout either: its
+ * deadline becomes a plain absolute timeout tagged op | UD_PARK, removed when
+ * the op leaves the parked list.
+ */
+static void park(struct vq_driver *d, struct vq_op *op)
+{
+	struct uring *u = U(d);
+	struct io_uring_sqe *sqe;
+
+	d->st.nobufs++;
+	op->next = u->parked;
+	u->parked = op;
+	if (!has_deadline(op) || op->state & PARK_TIMER || !(sqe = get_sqe(u)))
+		return;
+	io_uring_prep_timeout(sqe, (struct __kernel_timespec *)op->scratch, 0, IORING_TIMEOUT_ABS);
+	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)op | UD_PARK);
+	op->state |= PARK_TIMER;
+}
+
+static void park_timer_off(struct uring *u, struct vq_op *op)
+{
+	struct io_uring_sqe *sqe;
+
+	if (!(op->state & PARK_TIMER))
+		return;
+	op->state &= (uint8_t)~PARK_TIMER;
+	sqe = get_sqe(u);
+	if (!sqe)
+		return; /* it fires later and finds the op no longer parked */
+	io_uring_prep_timeout_remove(sqe, (uint64_t)(uintptr_t)op | UD_PARK, 0);
+	io_uring_sqe_set_data64(sqe, UD_IGNORE);
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+}
+
 static bool unpark(struct uring *u, struct vq_op *op)
 {
 	for (struct vq_op **pp = &u->parked; *pp; pp = &(*pp)->next) {
 		if (*pp == op) {
 			*pp = op->next;
+			park_timer_off(u, op);
 			return true;
 		}
 	}
@@ -225,6 +356,7 @@ static int uring_cancel_fd(struct vq_driver *d, int fd)
 
 		if (op->fd == fd) {
 			*pp = op->next;
+			park_timer_off(u, op);
 			op->cancelled = 1;
 			complete_locally(u, op, -ECANCELED);
 		} else {
@@ -240,31 +372,63 @@ static int uring_cancel_fd(struct vq_driver *d, int fd)
 	return 0;
 }
 
+/*
+ * A bundle CQE (6.10) covers several consecutive ring slots starting at the
+ * buffer it names, each filled to capacity but the last. Deliver the full ones
+ * to the op as separate completions; leave the last one's id and bytes in
+ * *bid and *res for the ordinary path.
+ */
+static void bundle_lead(struct vq_driver *d, struct vq_op *op, unsigned *bid, int *res)
+{
+	struct uring *u = U(d);
+	uint32_t cap = d->pool->size, mask = io_uring_buf_ring_mask(u->br_entries);
+	uint16_t pos = u->bid_pos[*bid];
+
+	while ((uint32_t)*res > cap) {
+		struct vq_buf *b = vq_pool_buf(d->pool, *bid);
+
+		u->br_count--;
+		vq_buf_from_kernel(b);
+		b->off = 0;
+		b->len = cap;
+		d->st.completions++;
+		d->st.bundled++;
+		op->done(op, (int)cap, b, VQ_CQE_MORE);
+		*res -= (int)cap;
+		*bid = u->slot_bid[++pos & mask];
+	}
+}
+
 /* A pooled recv completion: translate the selected buffer id into its vq_buf. */
-static struct vq_buf *selected_buf(struct vq_driver *d, struct io_uring_cqe *cqe)
+static struct vq_buf *selected_buf(struct vq_driver *d, struct vq_op *op,
+				   struct io_uring_cqe *cqe, int *resp)
 {
 	struct uring *u = U(d);
 	struct vq_buf *b;
+	unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+	int res = *resp;
 
 	if (!(cqe->flags & IORING_CQE_F_BUFFER))
 		return NULL;
-	b = vq_pool_buf(d->pool, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+	if (u->bundle && res > (int)d->pool->size)
+		bundle_lead(d, op, &bid, &res);
+	b = vq_pool_buf(d->pool, bid);
 	u->br_count--;
-	if (cqe->res <= 0) {
+	if (res <= 0) {
 		vq_buf_kernel_to_free(b); /* nothing in it; replenish hands it back */
 		return NULL;
 	}
 	vq_buf_from_kernel(b);
 	b->off = 0;
-	b->len = (uint32_t)cqe->res;
+	b->len = (uint32_t)res;
+	*resp = res; /* what the op's own completion reports: the last buffer's bytes */
 	return b;
 }
 
 static void handle_multishot(struct vq_driver *d, struct vq_op *op, struct io_uring_cqe *cqe,
-			     struct vq_buf *b)
+			     int res, struct vq_buf *b)
 {
 	bool more = cqe->flags & IORING_CQE_F_MORE;
-	int res = cqe->res;
 
 	if (res == -ENOBUFS && op->opcode == VQ_OP_RECV) {
 		/* A cancelled recv that ran dry has simply ended: report it as cancelled. */
@@ -273,9 +437,7 @@ static void handle_multishot(struct vq_driver *d, struct vq_op *op, struct io_ur
 			return;
 		}
 		/* The provided ring ran dry: park until replenish() has buffers again. */
-		d->st.nobufs++;
-		op->next = U(d)->parked;
-		U(d)->parked = op;
+		park(d, op);
 		return;
 	}
 	if (!more && res > 0 && !op->cancelled) {
@@ -298,6 +460,63 @@ static void handle_multishot(struct vq_driver *d, struct vq_op *op, struct io_ur
 	finish(d, op, res);
 }
 
+/*
+ * io_uring does not poll for splice: with an O_NONBLOCK end (sockets made by
+ * vq_conn_connect, fds the epoll driver touched) a splice that cannot move a
+ * byte answers -EAGAIN. Then wait for the end that is not ready with a poll
+ * (which the deadline's linked timeout covers too) and splice again. Returns
+ * true while the op stays in flight.
+ */
+static bool splice_wait(struct vq_driver *d, struct vq_op *op, int res)
+{
+	struct pollfd p = { .fd = op->fd, .events = POLLIN };
+
+	if (op->state & SPLICE_POLL) {
+		op->state = 0; /* the poll's CQE: ready (res > 0), or an error that ends the op */
+		return res > 0 && queue_op(d, op) == 0;
+	}
+
+	/* Input readable (or a regular file, always readable): the output is full. */
+	op->state = SPLICE_POLL;
+	op->res = op->fd;
+	if (poll(&p, 1, 0) == 1) {
+		op->state |= SPLICE_OUT;
+		op->res = op->fd_out;
+	}
+	if (queue_op(d, op) == 0)
+		return true;
+	op->state = 0;
+	return false;
+}
+
+/*
+ * A parked op's deadline timeout completed. Only trust it for an op still
+ * parked with its timer armed and its deadline really past: a late CQE for an
+ * op that left the list (or whose memory now holds another op) changes nothing.
+ */
+static void park_timer_fired(struct vq_driver *d, struct vq_op *op, int res)
+{
+	struct uring *u = U(d);
+	const struct __kernel_timespec *ts;
+	struct timespec now;
+	bool parked = false;
+
+	if (res != -ETIME)
+		return; /* removed */
+	for (struct vq_op *p = u->parked; p; p = p->next)
+		parked |= p == op;
+	if (!parked || !(op->state & PARK_TIMER))
+		return;
+	ts = (const struct __kernel_timespec *)op->scratch;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec < ts->tv_sec || (now.tv_sec == ts->tv_sec && now.tv_nsec < ts->tv_nsec))
+		return;
+	op->state &= (uint8_t)~PARK_TIMER;
+	unpark(u, op);
+	d->st.timeouts++;
+	complete_locally(u, op, -ETIMEDOUT);
+}
+
 static void handle_cqe(struct vq_driver *d, struct io_uring_cqe *cqe)
 {
 	struct uring *u = U(d);
@@ -311,6 +530,10 @@ static void handle_cqe(struct vq_driver *d, struct io_uring_cqe *cqe)
 		d->st.wakeups++;
 		return;
 	}
+	if (ud & UD_PARK) {
+		park_timer_fired(d, (struct vq_op *)(uintptr_t)(ud & ~UD_PARK), res);
+		return;
+	}
 	if (op == &u->wake_op) {
 		d->st.wakeups++;
 		if (res >= 0 && !op->cancelled && queue_op(d, op) == 0)
@@ -320,22 +543,43 @@ static void handle_cqe(struct vq_driver *d, struct io_uring_cqe *cqe)
 		d->internal--;
 		return;
 	}
+	if (op->opcode == VQ_OP_SPLICE && !op->cancelled &&
+	    (op->state & SPLICE_POLL || res == -EAGAIN)) {
+		if (splice_wait(d, op, res))
+			return;
+		if (res > 0)
+			res = -EAGAIN; /* the re-queue failed: report what we had */
+	}
+	if (op->opcode == VQ_OP_SEND_ZC && op->state & ZC_PENDING) {
+		/*
+		 * Two CQEs: the result (F_MORE), then the notification (F_NOTIF) once the
+		 * kernel is done with the pages. The user hears only of the second.
+		 */
+		if (cqe->flags & IORING_CQE_F_MORE) {
+			op->res = res;
+			return;
+		}
+		if (cqe->flags & IORING_CQE_F_NOTIF)
+			res = op->res;
+		op->state = 0;
+		d->st.zc_sends++;
+	}
 	if (op->opcode == VQ_OP_RECV && op->flags & VQ_OPF_POOLED) {
-		struct vq_buf *b = selected_buf(d, cqe);
+		struct vq_buf *b = selected_buf(d, op, cqe, &res);
 
 		if (op->flags & VQ_OPF_MULTISHOT) {
-			handle_multishot(d, op, cqe, b);
+			handle_multishot(d, op, cqe, res, b);
 			return;
 		}
 		op->buf = b; /* finish() hands it over */
 		if (b)
 			vq_buf_to_kernel(b);
 	} else if (op->opcode == VQ_OP_ACCEPT && op->flags & VQ_OPF_MULTISHOT) {
-		handle_multishot(d, op, cqe, NULL);
+		handle_multishot(d, op, cqe, res, NULL);
 		return;
-	} else if ((op->opcode == VQ_OP_SEND || op->opcode == VQ_OP_WRITE) && res > 0) {
+	} else if (vq_op_resumable(op) && res > 0) {
 		op->progress += (uint32_t)res;
-		if (op->flags & VQ_OPF_ALL && op->progress < op->buf->len && !op->cancelled) {
+		if (op->flags & VQ_OPF_ALL && op->progress < vq_op_total(op) && !op->cancelled) {
 			d->st.partial++;
 			if (queue_op(d, op) == 0)
 				return;
@@ -400,7 +644,9 @@ static int uring_wake(struct vq_driver *target, struct vq_driver *from)
 {
 	struct io_uring_sqe *sqe;
 
-	if (!from)
+	/* From a non-shard thread, or from a shard that fell back to epoll (auto may
+	 * leave shards of one process on different drivers): the eventfd. */
+	if (!from || from->ops != &vq_uring_driver)
 		return eventfd_write(U(target)->wake_fd, 1) ? -errno : 0;
 	sqe = get_sqe(U(from));
 	if (!sqe)
@@ -422,16 +668,23 @@ static void uring_replenish(struct vq_driver *d)
 		return;
 	mask = io_uring_buf_ring_mask(u->br_entries);
 	while (u->br_count < u->br_entries && (b = vq_pool_take_for_kernel(d->pool))) {
+		uint16_t pos = (uint16_t)(u->br_tail + n);
+
 		io_uring_buf_ring_add(u->br, b->data, b->cap, (unsigned short)b->index, mask, (int)n);
+		u->slot_bid[pos & mask] = (uint16_t)b->index;
+		u->bid_pos[b->index] = pos;
 		n++;
 		u->br_count++;
 	}
-	if (n)
+	if (n) {
 		io_uring_buf_ring_advance(u->br, (int)n);
+		u->br_tail = (uint16_t)(u->br_tail + n);
+	}
 	while (u->parked && u->br_count) {
 		struct vq_op *op = u->parked;
 
 		u->parked = op->next;
+		park_timer_off(u, op); /* the re-armed recv carries a linked timeout again */
 		if (queue_op(d, op)) {
 			op->next = u->parked;
 			u->parked = op;
@@ -464,6 +717,10 @@ static int uring_register_pool(struct vq_driver *d, struct vq_pool *pool)
 
 	if (!entries)
 		return 0;
+	u->slot_bid = calloc(entries, sizeof(*u->slot_bid));
+	u->bid_pos = calloc(pool->count, sizeof(*u->bid_pos));
+	if (!u->slot_bid || !u->bid_pos)
+		return -ENOMEM;
 	u->br_len = (entries * sizeof(struct io_uring_buf) + 4095) & ~4095ul;
 	u->br = mmap(NULL, u->br_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (u->br == MAP_FAILED) {
@@ -497,7 +754,11 @@ static void uring_unregister_pool(struct vq_driver *d)
 			if (d->pool->bufs[i].state == VQ_BUF_KERNEL)
 				vq_buf_kernel_to_free(&d->pool->bufs[i]);
 		u->br_count = 0;
+		u->br_tail = 0;
 	}
+	free(u->slot_bid);
+	free(u->bid_pos);
+	u->slot_bid = u->bid_pos = NULL;
 	if (u->bufs_registered) {
 		io_uring_unregister_buffers(&u->ring);
 		u->bufs_registered = false;
@@ -526,6 +787,7 @@ static int setup_ring(struct uring *u, uint32_t entries, char *what, size_t len)
 		p.cq_entries = entries * CQ_FACTOR;
 		ret = io_uring_queue_init_params(entries, &u->ring, &p);
 		if (ret == 0) {
+			u->ring_features = p.features;
 			snprintf(what, len, "%s%s", tries[i].name,
 				 p.features & IORING_FEAT_EXT_ARG ? " ext_arg" : "");
 			return 0;
@@ -534,6 +796,27 @@ static int setup_ring(struct uring *u, uint32_t entries, char *what, size_t len)
 			break;
 	}
 	return ret;
+}
+
+/*
+ * 6.12 incremental buffer consumption: the only probe is to try registering a
+ * ring with the flag (an older kernel says -EINVAL). Group 1 is a scratch id.
+ */
+static bool probe_incremental(struct uring *u)
+{
+	/* 2.3 calls the 6.12 `flags` field `pad`. */
+	struct io_uring_buf_reg reg = { .ring_entries = 1, .bgid = 1, .pad = IOU_PBUF_RING_INC };
+	void *mem = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	bool ok;
+
+	if (mem == MAP_FAILED)
+		return false;
+	reg.ring_addr = (uint64_t)(uintptr_t)mem;
+	ok = io_uring_register_buf_ring(&u->ring, &reg, 0) == 0;
+	if (ok)
+		io_uring_unregister_buf_ring(&u->ring, 1);
+	munmap(mem, 4096);
+	return ok;
 }
 
 static int uring_init(struct vq_driver *d, const struct vq_driver_params *params)
@@ -553,14 +836,22 @@ static int uring_init(struct vq_driver *d, const struct vq_driver_params *params
 		return ret;
 	}
 	u->br_entries = params->provided;
+	u->bundle = params->flags & VQ_DRV_RECV_BUNDLE &&
+		    u->ring_features & IORING_FEAT_RECVSEND_BUNDLE;
 	/* The registered ring fd saves an fget/fput on every enter (5.18+); optional. */
 	bool reg_fd = io_uring_register_ring_fd(&u->ring) == 1;
 	probe = io_uring_get_probe_ring(&u->ring);
-	snprintf(d->features, sizeof(d->features), "sq=%u cq=%u %s%s%s%s",
+	d->zc_min = params->zc_min ? params->zc_min : VQ_ZC_MIN_DEFAULT;
+	/* Bundles are opt-in (io.recv_bundle); incremental buffers are probed, not used: see
+	 * docs/BENCHMARKS_io.md for the measurements behind both choices. */
+	snprintf(d->features, sizeof(d->features), "sq=%u cq=%u %s%s%s%s%s%s",
 		 u->ring.sq.ring_entries, u->ring.cq.ring_entries, setup,
 		 reg_fd ? " reg_ring_fd" : "",
 		 probe && io_uring_opcode_supported(probe, IORING_OP_MSG_RING) ? " msg_ring" : "",
-		 probe && io_uring_opcode_supported(probe, IORING_OP_SEND_ZC) ? " send_zc" : "");
+		 probe && io_uring_opcode_supported(probe, IORING_OP_SEND_ZC) ? " send_zc" : "",
+		 u->bundle ? " recv_bundle" :
+		 u->ring_features & IORING_FEAT_RECVSEND_BUNDLE ? " recv_bundle(off)" : "",
+		 probe_incremental(u) ? " pbuf_inc(unused)" : "");
 	if (probe)
 		io_uring_free_probe(probe);
 

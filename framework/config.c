@@ -22,6 +22,7 @@
 
 static const char *const smt_choices[] = { "one-per-core", "all", NULL };
 static const char *const huge_choices[] = { "off", "try", "on", NULL };
+static const char *const driver_choices[] = { "auto", "uring", "epoll", NULL };
 static const char *const level_choices[] = { "", "", "", "err", "warning", "notice", "info",
 					     "debug", NULL };
 
@@ -54,6 +55,13 @@ static const struct vq_cfg_key framework_keys[] = {
 	  .help = "explicit 2M pages: off, try (fall back to normal pages), on (required)" },
 	KEY("io", "ring_entries", VQ_CFG_U64, sq_entries, "256", 8, 32768, false,
 	    "submission queue entries per shard; the completion queue is 8x"),
+	{ .section = "io", .name = "driver", .type = VQ_CFG_ENUM,
+	  .offset = offsetof(struct vq_config, driver), .dflt = "auto", .choices = driver_choices,
+	  .help = "auto (io_uring, or epoll where io_uring is blocked), uring, or epoll" },
+	KEY("io", "zc_min", VQ_CFG_SIZE, zc_min, "16K", 0, 1 << 30, false,
+	    "zero-copy sends (send_zc) for buffers of at least this size; below, plain send"),
+	KEY("io", "recv_bundle", VQ_CFG_BOOL, recv_bundle, "no", 0, 0, false,
+	    "io_uring 6.10+: let one receive fill several buffers (see docs/BENCHMARKS_io.md)"),
 	KEY("limits", "max_connections", VQ_CFG_U64, max_connections, "4096", 1, 1 << 24, true,
 	    "open connections per shard; more are accepted and closed at once"),
 	KEY("limits", "max_input", VQ_CFG_SIZE, max_input, "1M", 4096, 1ull << 32, true,

@@ -65,6 +65,9 @@ struct vq_config {
 	uint64_t buf_provided;
 	int hugepages;
 	uint64_t sq_entries;
+	int driver;               /* enum vq_driver_choice */
+	uint64_t zc_min;
+	bool recv_bundle;
 	uint64_t max_connections;
 	uint64_t max_input;
 	uint64_t max_output;
@@ -73,6 +76,9 @@ struct vq_config {
 	int log_level;
 	bool debug_stall_on_signal; /* tests only: SIGUSR2 hangs a shard (the watchdog test) */
 };
+
+/* io.driver */
+enum vq_driver_choice { VQ_DRIVER_AUTO = 0, VQ_DRIVER_URING, VQ_DRIVER_EPOLL };
 
 /* The framework's table, filling *cfg. */
 struct vq_cfg_table vq_config_table(struct vq_config *cfg);

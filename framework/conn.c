@@ -250,7 +250,7 @@ static void idle_fired(struct vq_timer *t)
 	vq_timer_arm(s, &c->idle, limit - (s->now_ns - c->last_active_ns) + 1);
 }
 
-void vq_conn_accepted(struct vq_shard *s, int fd)
+struct vq_conn *vq_conn_adopt(struct vq_shard *s, int fd)
 {
 	struct vq_conn *c;
 
@@ -262,13 +262,13 @@ void vq_conn_accepted(struct vq_shard *s, int fd)
 				(unsigned long)s->cfg->max_connections,
 				(unsigned long)s->st.rejected);
 		close(fd);
-		return;
+		return NULL;
 	}
 	c = calloc(1, sizeof(*c) + s->svc->conn_size);
 	if (!c) {
 		s->st.rejected++;
 		close(fd);
-		return;
+		return NULL;
 	}
 	c->shard = s;
 	c->fd = fd;
@@ -279,6 +279,29 @@ void vq_conn_accepted(struct vq_shard *s, int fd)
 		s->conns->prev = c;
 	s->conns = c;
 	s->nconns++;
+	return c;
+}
+
+void vq_conn_start(struct vq_conn *c)
+{
+	struct vq_shard *s = c->shard;
+
+	if (c->flags & (VQ_CONN_ABORT | VQ_CONN_CLOSED)) {
+		progress(c);
+		return;
+	}
+	arm_rx(c);
+	if (s->cfg->idle_timeout_ms)
+		vq_timer_arm(s, &c->idle, s->cfg->idle_timeout_ms * 1000000ull);
+	progress(c);
+}
+
+void vq_conn_accepted(struct vq_shard *s, int fd)
+{
+	struct vq_conn *c = vq_conn_adopt(s, fd);
+
+	if (!c)
+		return;
 	s->st.accepted++;
 	if (s->svc->on_accept) {
 		int ret = s->svc->on_accept(c);
@@ -288,10 +311,7 @@ void vq_conn_accepted(struct vq_shard *s, int fd)
 			return;
 		}
 	}
-	arm_rx(c);
-	if (s->cfg->idle_timeout_ms)
-		vq_timer_arm(s, &c->idle, s->cfg->idle_timeout_ms * 1000000ull);
-	progress(c);
+	vq_conn_start(c);
 }
 
 struct vq_buf *vq_conn_read(struct vq_conn *c)

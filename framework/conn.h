@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include "buf.h"
 #include "op.h"
 #include "timer.h"
@@ -67,7 +68,21 @@ void vq_conn_close(struct vq_conn *c);
 /* Close now: queued input and output are dropped. err (-errno) is kept in c->error. */
 void vq_conn_abort(struct vq_conn *c, int err);
 
+/*
+ * Open an outbound TCP connection from shard s (the calling thread's) to addr.
+ * It becomes a vq_conn like an accepted one (the service's on_data/on_close
+ * apply; on_accept does not run). cb runs once on s: res 0 with the new
+ * connection, which the callback may write to at once; or -errno (connect
+ * failure, -ETIMEDOUT after timeout_ns if > 0, -EMFILE over
+ * limits.max_connections) with c = NULL. Returns 0 or -errno (then cb never runs).
+ */
+typedef void (*vq_connect_fn)(void *ctx, int res, struct vq_conn *c);
+int vq_conn_connect(struct vq_shard *s, const struct sockaddr *addr, socklen_t addrlen,
+		    int64_t timeout_ns, vq_connect_fn cb, void *ctx);
+
 /* Framework internals: accept a new fd on s; drain/close every connection. */
+struct vq_conn *vq_conn_adopt(struct vq_shard *s, int fd); /* NULL: refused, fd closed */
+void vq_conn_start(struct vq_conn *c);                     /* arm reading and the idle timer */
 void vq_conn_accepted(struct vq_shard *s, int fd);
 void vq_conn_drain_all(struct vq_shard *s);
 void vq_conn_abort_all(struct vq_shard *s);

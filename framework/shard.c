@@ -14,6 +14,7 @@
 
 #include "cfgpub.h"
 #include "conn.h"
+#include "driver_select.h"
 #include "listener.h"
 #include "log.h"
 #include "shard.h"
@@ -92,13 +93,6 @@ static int pin(struct vq_shard *s)
 	return 0;
 }
 
-static const char *memlock_hint(int err)
-{
-	return err == -ENOMEM ? " (registered buffers count against RLIMIT_MEMLOCK: raise it with "
-				"'ulimit -l' or LimitMEMLOCK= in the unit, or lower buffers.count)" :
-				"";
-}
-
 int vq_shard_setup(struct vq_shard *s, bool listen)
 {
 	const struct vq_config *cfg = s->cfg;
@@ -111,6 +105,8 @@ int vq_shard_setup(struct vq_shard *s, bool listen)
 	struct vq_driver_params dp = {
 		.sq_entries = (uint32_t)cfg->sq_entries,
 		.provided = (uint32_t)cfg->buf_provided,
+		.zc_min = (uint32_t)cfg->zc_min,
+		.flags = cfg->recv_bundle ? VQ_DRV_RECV_BUNDLE : 0,
 	};
 	int ret;
 
@@ -129,18 +125,10 @@ int vq_shard_setup(struct vq_shard *s, bool listen)
 			 pp.count, pp.size, pp.node, strerror(-ret));
 		return ret;
 	}
-	s->drv.ops = &vq_uring_driver;
-	ret = s->drv.ops->init(&s->drv, &dp);
-	if (ret) {
-		snprintf(s->error, sizeof(s->error), "io_uring setup: %s", strerror(-ret));
+	ret = vq_driver_open(&s->drv, (enum vq_driver_choice)cfg->driver, &dp, &s->pool, s->error,
+			     sizeof(s->error));
+	if (ret)
 		return ret;
-	}
-	ret = s->drv.ops->register_pool(&s->drv, &s->pool);
-	if (ret) {
-		snprintf(s->error, sizeof(s->error), "registering %zu bytes of buffers: %s%s",
-			 s->pool.region_len, strerror(-ret), memlock_hint(ret));
-		return ret;
-	}
 	/* The probed features once at info (they are the same on every shard), then per shard. */
 	vq_log(s->id == 0 ? VQ_LOG_INFO : VQ_LOG_DEBUG, "cpu %d node %d, %s %s, pool %u x %u%s",
 	       s->cpu, s->node, s->drv.ops->name, s->drv.features, pp.count, pp.size,

@@ -48,6 +48,13 @@ int vq_check_memlock(const struct vq_config *cfg, int nshards)
 	if (getrlimit(RLIMIT_MEMLOCK, &rl) || rl.rlim_cur == RLIM_INFINITY ||
 	    rl.rlim_cur >= need || has_cap_ipc_lock())
 		return 0;
+	/* Only io_uring registers buffers: with io.driver = auto a low limit means epoll. */
+	if (cfg->driver != VQ_DRIVER_URING) {
+		vq_notice("RLIMIT_MEMLOCK is %" PRIu64 " KiB, below the %" PRIu64 " KiB that io_uring "
+			  "needs: shards that cannot register their buffers will use epoll",
+			  (uint64_t)rl.rlim_cur / 1024, need / 1024);
+		return 0;
+	}
 	vq_err("RLIMIT_MEMLOCK is %" PRIu64 " KiB but %d shards x (%" PRIu64
 	       " KiB of registered buffers + %" PRIu64 " KiB of ring) need %" PRIu64 " KiB: raise it "
 	       "(LimitMEMLOCK=%" PRIu64 "K in the systemd unit, or 'ulimit -l %" PRIu64 "'), "

@@ -17,5 +17,7 @@
 #include "veloq/service.h"
 #include "veloq/shard.h"
 #include "veloq/conn.h"
+#include "veloq/ops.h"
+#include "veloq/stream.h"
 
 #endif

@@ -29,7 +29,8 @@ def run(prefix, *overrides):
 NOCAPS = ["setpriv", "--inh-caps=-all", "--bounding-set=-ipc_lock,-sys_resource"]
 
 # 1024 x 16K = 16 MiB of registered buffers against a 1 MiB memlock limit.
-rc, err = run(["prlimit", "--memlock=1048576:1048576"] + NOCAPS)
+# io.driver = uring: with auto, a low limit falls back to epoll instead (test_driver_fallback).
+rc, err = run(["prlimit", "--memlock=1048576:1048576"] + NOCAPS, "io.driver=uring")
 check(rc == 1, "memlock: exit %d:\n%s" % (rc, err))
 # 256 SQEs, 2048 CQEs, 512 provided entries: 120 KiB of ring on top of the buffers.
 for want in ("RLIMIT_MEMLOCK is 1024 KiB", "16384 KiB of registered buffers", "120 KiB of ring",
@@ -38,7 +39,7 @@ for want in ("RLIMIT_MEMLOCK is 1024 KiB", "16384 KiB of registered buffers", "1
 check("listening" not in err, "memlock: started anyway:\n" + err)
 # A small pool that may use huge pages is still a 2 MiB region: the check must know.
 rc, err = run(["prlimit", "--memlock=1048576:1048576"] + NOCAPS, "buffers.count=32",
-              "buffers.provided=16", "buffers.hugepages=try")
+              "buffers.provided=16", "buffers.hugepages=try", "io.driver=uring")
 check(rc == 1 and "2048 KiB of registered buffers" in err and "did not start" not in err,
       "2 MiB region under 1 MiB memlock should fail the check: %d\n%s" % (rc, err))
 # The same limit is fine for a pool that fits: the check is not a blanket refusal.

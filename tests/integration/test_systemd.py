@@ -259,6 +259,8 @@ CONFIG = textwrap.dedent("""\
     count = 128
     size = 16K
     provided = 64
+    [io]
+    driver = uring
     [shutdown]
     drain_timeout = 20s
     [log]
