@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * veloq-kv: a sharded, memcached-compatible key-value service. This file is
+ * the glue to the framework: config keys, per-shard state, and connections
+ * feeding their sessions (kv.c).
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "conn.h"
+#include "kv.h"
+#include "log.h"
+#include "msg.h"
+#include "service.h"
+
+static struct kv_config kv_cfg;
+
+#define KEY(nm, ty, field, def, lo, hi, text)                                                  \
+	{ .section = "kv", .name = nm, .type = ty, .offset = offsetof(struct kv_config, field),  \
+	  .dflt = def, .min = lo, .max = hi, .help = text }
+
+static const struct vq_cfg_key kv_keys[] = {
+	KEY("memory", VQ_CFG_SIZE, memory, "64M", 1 << 20, 0,
+	    "item memory per shard; the least recently used items are evicted beyond it"),
+	KEY("max_value", VQ_CFG_SIZE, max_value, "1M", 1, 1 << 30,
+	    "largest value a client may store"),
+	KEY("max_pending", VQ_CFG_U64, max_pending, "1024", 1, 1 << 20,
+	    "forwarded requests one connection may have in flight"),
+};
+
+struct kv_conn {
+	struct kv_sess *sess;
+};
+
+static int conn_write(void *ctx, const void *data, size_t n)
+{
+	struct vq_conn *c = ctx;
+	int ret = vq_conn_write_copy(c, data, n);
+
+	if (ret) {
+		if (ret == -ENOBUFS)
+			vq_warn("buffer pool empty: closing a connection mid-reply");
+		vq_conn_abort(c, ret);
+	}
+	return ret;
+}
+
+static void conn_close(void *ctx)
+{
+	vq_conn_close(ctx);
+}
+
+static int kv_shard_start(struct vq_shard *s)
+{
+	struct kv_shard *ks = malloc(sizeof(*ks));
+	int ret;
+
+	if (!ks)
+		return -ENOMEM;
+	ret = kv_shard_init(ks, s, (unsigned)s->id, vq_shard_count(s), &kv_cfg);
+	if (ret) {
+		free(ks);
+		return ret;
+	}
+	s->app = ks;
+	return 0;
+}
+
+static void kv_shard_stop(struct vq_shard *s)
+{
+	struct kv_shard *ks = s->app;
+
+	if (!ks)
+		return;
+	kv_shard_fini(ks);
+	free(ks);
+	s->app = NULL;
+}
+
+static int kv_accept(struct vq_conn *c)
+{
+	struct kv_shard *ks = c->shard->app;
+	struct kv_conn *kc = vq_conn_app(c);
+	struct kv_io io = { conn_write, conn_close, c };
+
+	kc->sess = kv_sess_new(ks, &io);
+	if (!kc->sess)
+		return -ENOMEM;
+	ks->curr_conns++;
+	ks->total_conns++;
+	return 0;
+}
+
+static void kv_data(struct vq_conn *c)
+{
+	struct kv_conn *kc = vq_conn_app(c);
+	struct vq_buf *b;
+
+	/* Every byte is consumed (copied where it must outlive the buffer): input never piles up. */
+	while ((b = vq_conn_read(c))) {
+		kv_sess_feed(kc->sess, (const char *)vq_buf_bytes(b), b->len);
+		vq_buf_release(b);
+	}
+}
+
+static void kv_conn_closed(struct vq_conn *c)
+{
+	struct kv_shard *ks = c->shard->app;
+	struct kv_conn *kc = vq_conn_app(c);
+
+	if (!kc->sess)
+		return;
+	ks->curr_conns--;
+	kv_sess_closed(kc->sess);
+	kc->sess = NULL;
+}
+
+static const struct vq_service kv = {
+	.name = "kv",
+	.keys = kv_keys,
+	.nkeys = sizeof(kv_keys) / sizeof(kv_keys[0]),
+	.config = &kv_cfg,
+	.config_size = sizeof(kv_cfg),
+	.conn_size = sizeof(struct kv_conn),
+	.shard_init = kv_shard_start,
+	.shard_fini = kv_shard_stop,
+	.on_accept = kv_accept,
+	.on_data = kv_data,
+	.on_close = kv_conn_closed,
+};
+
+int main(int argc, char **argv)
+{
+	return vq_main(argc, argv, &kv);
+}
