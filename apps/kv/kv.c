@@ -811,6 +811,16 @@ static void do_all_shards(struct kv_sess *s, const struct kv_cmd *cmd)
 	}
 }
 
+/* A set that could not be stored drops the old value, as memcached does: no stale reads. */
+static void drop_stale(struct kv_sess *s, const struct kv_cmd *cmd)
+{
+	struct kv_cmd del = { .type = KV_C_DELETE, .key = cmd->key, .nkey = cmd->nkey,
+			      .noreply = true };
+
+	if (cmd->type == KV_C_SET && kv_key_ok(cmd->key, cmd->nkey))
+		do_key(s, &del);
+}
+
 static void start_storage(struct kv_sess *s, const struct kv_cmd *cmd)
 {
 	struct kv_shard *ks = s->ks;
@@ -820,6 +830,7 @@ static void start_storage(struct kv_sess *s, const struct kv_cmd *cmd)
 
 	if (cmd->nval > ks->cfg->max_value) {
 		reply(s, "SERVER_ERROR object too large for cache");
+		drop_stale(s, cmd);
 		goto swallow;
 	}
 	hash = kv_hash(cmd->key, cmd->nkey);
@@ -832,6 +843,7 @@ static void start_storage(struct kv_sess *s, const struct kv_cmd *cmd)
 					(uint32_t)cmd->nval);
 		if (!s->item) {
 			reply(s, "SERVER_ERROR out of memory storing object");
+			drop_stale(s, cmd);
 			goto swallow;
 		}
 		s->dst = (uint8_t *)kv_item_val(s->item);
