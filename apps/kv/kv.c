@@ -270,7 +270,15 @@ static struct sink local_sink(struct kv_sess *s)
 static void reply(struct kv_sess *s, const char *line)
 {
 	struct sink o = local_sink(s);
+	char buf[160];
+	size_t n = strlen(line);
 
+	if (n + 2 <= sizeof(buf)) {
+		memcpy(buf, line, n);
+		memcpy(buf + n, "\r\n", 2);
+		put(&o, buf, n + 2);
+		return;
+	}
 	puts_(&o, line);
 	put(&o, "\r\n", 2);
 }
@@ -675,6 +683,8 @@ static void flush(struct kv_sess *s)
 		}
 		pend_free(p);
 	}
+	if (s->io.flush && !s->closed)
+		s->io.flush(s->io.ctx);
 	if (!s->head && s->closing && !s->closed && s->io.close) {
 		void (*c)(void *) = s->io.close;
 

@@ -49,12 +49,14 @@ void kv_shard_fini(struct kv_shard *ks);
 
 /*
  * Where a session's replies go. write() returns 0 or -errno (the session then
- * stops reading); close() is asked for once after the last reply of a session
- * that quit or broke the protocol.
+ * stops reading); flush() (may be NULL) ends a batch of writes: what was written
+ * should go out now; close() is asked for once after the last reply of a
+ * session that quit or broke the protocol.
  */
 struct kv_io {
 	int (*write)(void *ctx, const void *data, size_t n);
 	void (*close)(void *ctx);
+	void (*flush)(void *ctx);
 	void *ctx;
 };
 

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "conn.h"
 #include "kv.h"
@@ -30,19 +31,60 @@ static const struct vq_cfg_key kv_keys[] = {
 
 struct kv_conn {
 	struct kv_sess *sess;
+	struct vq_buf *ob;       /* replies being gathered for one send */
 };
 
+/*
+ * Replies are copied into a pool buffer of the connection's own shard and sent
+ * when the session ends a batch (conn_flush), so a burst of pipelined requests
+ * costs one send, and a value from another shard is copied exactly once.
+ */
 static int conn_write(void *ctx, const void *data, size_t n)
 {
 	struct vq_conn *c = ctx;
-	int ret = vq_conn_write_copy(c, data, n);
+	struct kv_conn *kc = vq_conn_app(c);
+	const char *p = data;
 
-	if (ret) {
-		if (ret == -ENOBUFS)
-			vq_warn("buffer pool empty: closing a connection mid-reply");
-		vq_conn_abort(c, ret);
+	while (n) {
+		uint32_t room, take;
+
+		if (!kc->ob) {
+			kc->ob = vq_pool_alloc(&c->shard->pool);
+			if (!kc->ob) {
+				vq_warn("buffer pool empty: closing a connection mid-reply");
+				vq_conn_abort(c, -ENOBUFS);
+				return -ENOBUFS;
+			}
+		}
+		room = vq_buf_room(kc->ob);
+		take = n < room ? (uint32_t)n : room;
+		memcpy(vq_buf_bytes(kc->ob) + kc->ob->len, p, take);
+		kc->ob->len += take;
+		p += take;
+		n -= take;
+		if (!vq_buf_room(kc->ob)) {
+			struct vq_buf *b = kc->ob;
+			int ret;
+
+			kc->ob = NULL;
+			ret = vq_conn_write(c, b);
+			if (ret)
+				return ret;
+		}
 	}
-	return ret;
+	return 0;
+}
+
+static void conn_flush(void *ctx)
+{
+	struct vq_conn *c = ctx;
+	struct kv_conn *kc = vq_conn_app(c);
+	struct vq_buf *b = kc->ob;
+
+	if (b) {
+		kc->ob = NULL;
+		vq_conn_write(c, b);
+	}
 }
 
 static void conn_close(void *ctx)
@@ -81,7 +123,7 @@ static int kv_accept(struct vq_conn *c)
 {
 	struct kv_shard *ks = c->shard->app;
 	struct kv_conn *kc = vq_conn_app(c);
-	struct kv_io io = { conn_write, conn_close, c };
+	struct kv_io io = { conn_write, conn_close, conn_flush, c };
 
 	kc->sess = kv_sess_new(ks, &io);
 	if (!kc->sess)
@@ -108,6 +150,10 @@ static void kv_conn_closed(struct vq_conn *c)
 	struct kv_shard *ks = c->shard->app;
 	struct kv_conn *kc = vq_conn_app(c);
 
+	if (kc->ob) {
+		vq_buf_release(kc->ob);
+		kc->ob = NULL;
+	}
 	if (!kc->sess)
 		return;
 	ks->curr_conns--;

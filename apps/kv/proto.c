@@ -208,7 +208,9 @@ int kv_parse(const char *line, size_t len, struct kv_cmd *cmd, const char **err,
 			return *err = "ERROR", -1;
 		if (!parse_i64(tok, n, &cmd->exptime))
 			return *err = "CLIENT_ERROR invalid exptime argument", -1;
-		/* fall through */
+		cmd->keys = t.p;
+		cmd->end = t.end;
+		return 0; /* no keys is fine here: just END, as memcached answers */
 	case KV_C_GET:
 	case KV_C_GETS:
 		cmd->keys = t.p;
@@ -272,7 +274,7 @@ bad_delete:
 		struct toks save = t;
 
 		if (next_tok(&t, &tok, &n) && !tok_is(tok, n, "noreply")) {
-			if (!parse_i64(tok, n, &cmd->delay) || cmd->delay < 0)
+			if (!parse_i64(tok, n, &cmd->delay))
 				return *err = E_FORMAT, -1;
 		} else {
 			t = save;
@@ -281,17 +283,16 @@ bad_delete:
 			return *err = E_FORMAT, -1;
 		return 0;
 	}
-	case KV_C_VERBOSITY:
-		if (!next_tok(&t, &tok, &n))
+	case KV_C_VERBOSITY: {
+		uint32_t level;
+
+		if (!next_tok(&t, &tok, &n) || !parse_u32(tok, n, &level) || !tail_noreply(&t, cmd))
 			return *err = "ERROR", -1;
-		if (!tail_noreply(&t, cmd))
-			return *err = E_FORMAT, -1;
 		return 0;
+	}
 	case KV_C_VERSION:
 	case KV_C_QUIT:
-		if (next_tok(&t, &tok, &n))
-			return *err = "ERROR", -1;
-		return 0;
+		return 0; /* memcached ignores anything after these two */
 	case KV_C_STATS:
 		/* Only the general statistics; "stats <group>" is not offered. */
 		if (next_tok(&t, &tok, &n))

@@ -34,7 +34,7 @@ struct kv_cmd {
 	uint64_t nval;           /* storage: declared data bytes */
 	uint64_t cas;
 	uint64_t delta;          /* incr/decr */
-	int64_t delay;           /* flush_all */
+	int64_t delay;           /* flush_all; 0 or less = now */
 	bool noreply;
 };
 

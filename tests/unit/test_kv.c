@@ -44,7 +44,7 @@ static struct kv_sess *sess;
 
 static void setup(void)
 {
-	struct kv_io io = { out_write, out_close, &out };
+	struct kv_io io = { .write = out_write, .close = out_close, .ctx = &out };
 
 	ck_assert_int_eq(kv_shard_init(&ks, NULL, 0, 1, &cfg), 0);
 	ks.now = 1700000000;
@@ -194,6 +194,7 @@ START_TEST(test_expiry)
 	ks.now += 5;
 	expect("gats 5 e\r\n", "END\r\n");
 	expect("gat x e\r\n", "CLIENT_ERROR invalid exptime argument\r\n");
+	expect("gat 1\r\n", "END\r\n");
 }
 END_TEST
 
@@ -211,6 +212,7 @@ START_TEST(test_flush_all)
 	expect("get f\r\n", "END\r\n");
 	expect("flush_all noreply\r\n", "");
 	expect("flush_all 0 noreply\r\n", "");
+	expect("flush_all -1\r\n", "OK\r\n");
 	expect("flush_all x\r\n", "CLIENT_ERROR bad command line format\r\n");
 }
 END_TEST
@@ -218,6 +220,7 @@ END_TEST
 START_TEST(test_misc_commands)
 {
 	expect("version\r\n", "VERSION 1.6.21-veloq-" VQ_VERSION "\r\n");
+	expect("version foo\r\n", "VERSION 1.6.21-veloq-" VQ_VERSION "\r\n");
 	expect("verbosity 1\r\n", "OK\r\n");
 	expect("verbosity 1 noreply\r\n", "");
 	expect("verbosity\r\n", "ERROR\r\n");
@@ -411,7 +414,7 @@ static char *run_session(const size_t *cuts, size_t ncuts, int *closed)
 {
 	struct kv_shard k;
 	struct out o = { 0 };
-	struct kv_io io = { out_write, out_close, &o };
+	struct kv_io io = { .write = out_write, .close = out_close, .ctx = &o };
 	struct kv_sess *s;
 	size_t pos = 0, len = sizeof(session) - 1;
 
