@@ -59,6 +59,10 @@ static void usage(FILE *out, const char *prog, const struct vq_service *svc)
 
 static void stop_all(struct vq_runtime *rt)
 {
+	if (rt->mesh) {
+		vq_mesh_stop(rt->mesh); /* safe against shards that are finishing meanwhile */
+		return;
+	}
 	for (int i = 0; i < rt->nshards; i++)
 		vq_shard_request_stop(&rt->shards[i]);
 }

@@ -206,7 +206,7 @@ void vq_msg_shard_exit(struct vq_shard *s)
 	m->exited++;
 	pthread_cond_broadcast(&m->cv);
 	/* A shard that ran waits: a late doorbell may still be on its way to its ring. */
-	while (ran && m->exited < m->n)
+	while (ran && (m->exited < m->n || m->stoppers))
 		pthread_cond_wait(&m->cv, &m->mu);
 	pthread_mutex_unlock(&m->mu);
 }
@@ -267,9 +267,28 @@ int vq_mesh_start(struct vq_mesh *m)
 
 void vq_mesh_stop(struct vq_mesh *m)
 {
+	struct vq_shard *self = vq_shard_self();
+
+	/*
+	 * A stopper outside the shards could otherwise write a shard's eventfd after
+	 * that shard has seen the flag, finished and closed it: the exit barrier
+	 * waits for us.
+	 */
+	pthread_mutex_lock(&m->mu);
+	if (m->exited == m->n) {
+		pthread_mutex_unlock(&m->mu);
+		return;
+	}
+	m->stoppers++;
+	pthread_mutex_unlock(&m->mu);
+	/* Flags first (a shard that is still starting sees its own), then the doorbells. */
 	for (unsigned i = 0; i < m->n; i++)
-		if (atomic_load_explicit(&m->local[i]->live, memory_order_acquire))
-			vq_shard_request_stop(&m->shards[i]);
+		atomic_store_explicit(&m->shards[i].stop_requested, 1, memory_order_seq_cst);
+	vq_msg_wake_all(self && self->mesh == m ? self : NULL, m);
+	pthread_mutex_lock(&m->mu);
+	m->stoppers--;
+	pthread_cond_broadcast(&m->cv);
+	pthread_mutex_unlock(&m->mu);
 }
 
 int vq_mesh_join(struct vq_mesh *m)

@@ -102,6 +102,7 @@ struct vq_mesh {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	unsigned exited, ready, failed;
+	unsigned stoppers;      /* vq_mesh_stop calls ringing doorbells right now */
 	pthread_t *threads;     /* vq_mesh_start only */
 };
 
