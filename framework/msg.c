@@ -324,6 +324,12 @@ int64_t vq_msg_before_wait(struct vq_shard *s, int64_t timeout_ns)
 {
 	struct vq_msg_local *l = L(s);
 
+	/*
+	 * While stopping, the exit check may have failed only for what this turn's
+	 * flush and wait() clear; nothing would wake us to look again, so do not sleep.
+	 */
+	if (l->phase >= VQ_MESH_CLOSING && (l->ndirty || l->unsubmitted))
+		timeout_ns = 0;
 	vq_msg_flush(s);
 	l->unsubmitted = false; /* the wait() that follows submits our doorbells */
 	if (timeout_ns == 0)

@@ -43,7 +43,8 @@ static void load_config(void)
 	static const char *const ov[] = {
 		"buffers.count=64", "buffers.provided=32", "buffers.size=4096",
 		"buffers.hugepages=off", "io.ring_entries=64", "log.level=notice",
-		"shutdown.drain_timeout=1s",
+		/* No deadline timer may rescue a lost wakeup during stop: it must hang and fail. */
+		"shutdown.drain_timeout=60m",
 	};
 	struct vq_cfg_table t = vq_config_table(&cfg);
 	char err[256];
@@ -633,8 +634,11 @@ static Suite *msg_suite(void)
 	tcase_add_test(stop, test_shutdown_in_flight);
 	tcase_add_test(stop, test_failed_shard);
 	tcase_add_test(home, test_buf_home_assert);
-	tcase_set_timeout(stress, 120);
-	tcase_set_timeout(race, 120);
+	tcase_set_timeout(api, 30);
+	tcase_set_timeout(stress, 60);
+	tcase_set_timeout(race, 60);
+	tcase_set_timeout(stop, 30);
+	tcase_set_timeout(home, 30);
 	suite_add_tcase(s, api);
 	suite_add_tcase(s, stress);
 	suite_add_tcase(s, race);
