@@ -19,6 +19,7 @@
 
 #include "cpulist.h"
 #include "log.h"
+#include "msg_internal.h"
 #include "shard.h"
 #include "vq_version.h"
 
@@ -29,6 +30,7 @@ struct vq_runtime {
 	const struct vq_service *svc;
 	struct vq_config cfg;
 	struct vq_shard *shards;
+	struct vq_mesh *mesh;
 	int nshards;
 	int sigfd;
 	struct vq_op sig_op;
@@ -57,6 +59,10 @@ static void usage(FILE *out, const char *prog, const struct vq_service *svc)
 
 static void stop_all(struct vq_runtime *rt)
 {
+	if (rt->mesh) {
+		vq_mesh_stop(rt->mesh); /* safe against shards that are finishing meanwhile */
+		return;
+	}
 	for (int i = 0; i < rt->nshards; i++)
 		vq_shard_request_stop(&rt->shards[i]);
 }
@@ -401,19 +407,31 @@ int vq_main(int argc, char **argv, const struct vq_service *svc)
 		vq_err("out of memory");
 		return 1;
 	}
+	for (int i = 0; i < rt->nshards; i++) {
+		rt->shards[i].id = i;
+		rt->shards[i].cpu = cpus[i];
+	}
+	/* The rings exist before any shard runs, so a shard may send from its first turn. */
+	ret = vq_mesh_create(&rt->mesh, rt->shards, (unsigned)rt->nshards, 0);
+	if (ret) {
+		vq_err("message rings for %d shards: %s", rt->nshards, strerror(-ret));
+		free(rt->shards);
+		return 1;
+	}
 	pthread_mutex_init(&rt->mu, NULL);
 	pthread_cond_init(&rt->cv, NULL);
 	for (int i = 0; i < rt->nshards; i++) {
 		struct vq_shard *s = &rt->shards[i];
 
-		s->id = i;
-		s->cpu = cpus[i];
 		s->rt = rt;
 		s->svc = svc;
 		s->cfg = &rt->cfg;
 		ret = pthread_create(&s->thread, NULL, shard_thread, s);
 		if (ret) {
 			vq_err("starting shard %d: %s", i, strerror(ret));
+			/* The shards without a thread leave the mesh so the others can stop. */
+			for (int j = i; j < rt->nshards; j++)
+				vq_msg_shard_exit(&rt->shards[j]);
 			rt->nshards = i;
 			stop_all(rt);
 			status = 1;
@@ -439,6 +457,7 @@ int vq_main(int argc, char **argv, const struct vq_service *svc)
 		status |= rt->shards[i].exit_status;
 	}
 	close(rt->sigfd);
+	vq_mesh_destroy(rt->mesh);
 	free(rt->shards);
 	if (!rt->failed)
 		vq_notice("stopped %s", status ? "with errors (see above)" : "cleanly");

@@ -15,6 +15,7 @@
 
 struct vq_conn;
 struct vq_runtime;
+struct vq_mesh;
 
 /* Deferred work: runs on the shard at the start of its next loop iteration. */
 struct vq_task {
@@ -49,6 +50,7 @@ struct vq_shard {
 	int cpu;
 	int node;
 	struct vq_runtime *rt;
+	struct vq_mesh *mesh;     /* message rings to the other shards; NULL = none */
 	const struct vq_service *svc;
 	const struct vq_config *cfg;
 	struct vq_driver drv;
