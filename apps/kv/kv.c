@@ -113,15 +113,23 @@ static void flush(struct kv_sess *s);
 
 int64_t kv_now(struct kv_shard *ks)
 {
+	struct timespec ts;
+
 	if (!ks->vs)
 		return ks->now;
-	return ((int64_t)ks->vs->now_ns + ks->clock_off_ns) / 1000000000;
+	/*
+	 * Not vs->now_ns: completions run inside the driver's wait, before the loop
+	 * refreshes now_ns, so it can be as old as the sleep was long. The coarse
+	 * clock is a vDSO read and a second's resolution is all expiry needs.
+	 */
+	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+	return ts.tv_sec;
 }
 
 int kv_shard_init(struct kv_shard *ks, struct vq_shard *vs, unsigned id, unsigned nshards,
 		  const struct kv_config *cfg)
 {
-	struct timespec rt, mono;
+	struct timespec rt;
 	int ret;
 
 	memset(ks, 0, sizeof(*ks));
@@ -130,9 +138,6 @@ int kv_shard_init(struct kv_shard *ks, struct vq_shard *vs, unsigned id, unsigne
 	ks->nshards = nshards ? nshards : 1;
 	ks->cfg = cfg;
 	clock_gettime(CLOCK_REALTIME, &rt);
-	clock_gettime(CLOCK_MONOTONIC, &mono);
-	ks->clock_off_ns = ((int64_t)rt.tv_sec - mono.tv_sec) * 1000000000 +
-			   (rt.tv_nsec - mono.tv_nsec);
 	ks->now = rt.tv_sec;
 	ks->start_time = rt.tv_sec;
 	ret = kv_store_init(&ks->store, cfg->memory);
@@ -523,7 +528,8 @@ static void forward(struct kv_sess *s, struct kv_pend *p)
 
 	p->forwarded = true;
 	queue(s, p);
-	s->npend++;
+	if (!s->npend++ && s->io.busy)
+		s->io.busy(s->io.ctx, true);
 	ks->forwarded++;
 	if (!ob->head)
 		ret = send_call(ks, p);
@@ -580,6 +586,9 @@ static void remote_done(struct vq_shard *self, void *ctx, void *result, int err)
 		return;
 	}
 	flush(s);
+	/* Last: letting go may close the connection once the replies are out. */
+	if (!s->npend && s->io.busy)
+		s->io.busy(s->io.ctx, false);
 }
 
 /* ---- the session ---- */

@@ -32,8 +32,7 @@ struct kv_shard {
 	unsigned id, nshards;
 	const struct kv_config *cfg;
 	struct kv_store store;
-	int64_t now;             /* unix seconds; tests set it, shards derive it from vs->now_ns */
-	int64_t clock_off_ns;    /* realtime - monotonic, taken at start-up */
+	int64_t now;             /* unix seconds when vs is NULL (tests set it) */
 	int64_t start_time;
 	uint64_t curr_conns, total_conns;
 	uint64_t forwarded;      /* requests sent to other shards */
@@ -57,6 +56,8 @@ struct kv_io {
 	int (*write)(void *ctx, const void *data, size_t n);
 	void (*close)(void *ctx);
 	void (*flush)(void *ctx);
+	/* May be NULL: told when replies start (true) and stop (false) waiting on other shards. */
+	void (*busy)(void *ctx, bool busy);
 	void *ctx;
 };
 

@@ -87,6 +87,14 @@ static void conn_flush(void *ctx)
 	}
 }
 
+static void conn_busy(void *ctx, bool busy)
+{
+	if (busy)
+		vq_conn_hold(ctx);
+	else
+		vq_conn_unhold(ctx);
+}
+
 static void conn_close(void *ctx)
 {
 	vq_conn_close(ctx);
@@ -123,7 +131,7 @@ static int kv_accept(struct vq_conn *c)
 {
 	struct kv_shard *ks = c->shard->app;
 	struct kv_conn *kc = vq_conn_app(c);
-	struct kv_io io = { conn_write, conn_close, conn_flush, c };
+	struct kv_io io = { conn_write, conn_close, conn_flush, conn_busy, c };
 
 	kc->sess = kv_sess_new(ks, &io);
 	if (!kc->sess)
