@@ -284,10 +284,19 @@ bad_delete:
 		return 0;
 	}
 	case KV_C_VERBOSITY: {
-		uint32_t level;
+		/* As memcached: one or two tokens, the level unchecked, a last "noreply" honoured. */
+		const char *t2;
+		size_t n2;
 
-		if (!next_tok(&t, &tok, &n) || !parse_u32(tok, n, &level) || !tail_noreply(&t, cmd))
+		if (!next_tok(&t, &tok, &n))
 			return *err = "ERROR", -1;
+		if (next_tok(&t, &t2, &n2)) {
+			if (next_tok(&t, &tok, &n))
+				return *err = "ERROR", -1;
+			tok = t2;
+			n = n2;
+		}
+		cmd->noreply = tok_is(tok, n, "noreply");
 		return 0;
 	}
 	case KV_C_VERSION:

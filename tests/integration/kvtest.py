@@ -1,7 +1,8 @@
 """Helpers for veloq-kv's integration tests: a tiny memcached text-protocol client."""
+import atexit
 import os
 
-from vqtest import SOURCE, fail
+from vqtest import SOURCE, Service, fail
 
 
 def shards_available():
@@ -88,3 +89,21 @@ class Client:
                 return st
             _, k, v = l.decode().split(" ", 2)
             st[k] = v
+
+
+_services = []
+
+
+def _kill_all():
+    for s in _services:
+        s.kill()
+
+
+atexit.register(_kill_all)
+
+
+def kv_service(**kw):
+    """Start veloq-kv; killed at exit if a failed check ends the script before stop()."""
+    svc = Service("kv", **kw)
+    _services.append(svc)
+    return svc

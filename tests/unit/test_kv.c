@@ -224,6 +224,8 @@ START_TEST(test_misc_commands)
 	expect("verbosity 1\r\n", "OK\r\n");
 	expect("verbosity 1 noreply\r\n", "");
 	expect("verbosity\r\n", "ERROR\r\n");
+	expect("verbosity noreply\r\n", "");
+	expect("verbosity 1 2 3\r\n", "ERROR\r\n");
 	expect("bogus\r\n", "ERROR\r\n");
 	expect("\r\n", "ERROR\r\n");
 	expect("GET a\r\n", "ERROR\r\n");
