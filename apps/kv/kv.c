@@ -49,7 +49,7 @@ struct kv_snap {
 	struct kv_store_stats st;
 	uint64_t limit;
 	uint64_t curr_conns, total_conns;
-	uint64_t forwarded, served_remote, queue_waits;
+	uint64_t forwarded, served_remote, queue_waits, pool_waits;
 	uint64_t items_hash_buckets;
 };
 
@@ -357,6 +357,7 @@ static void snapshot(struct kv_shard *ks, struct kv_snap *sn)
 	sn->forwarded = ks->forwarded;
 	sn->served_remote = ks->served_remote;
 	sn->queue_waits = ks->queue_waits;
+	sn->pool_waits = ks->pool_waits;
 	sn->items_hash_buckets = ks->store.mask + 1;
 }
 
@@ -668,6 +669,7 @@ static void format_stats(struct sink *o, struct kv_sess *s, struct kv_snap *snap
 		SHARD_STAT("forwarded", sn->forwarded);
 		SHARD_STAT("served_remote", sn->served_remote);
 		SHARD_STAT("queue_waits", sn->queue_waits);
+		SHARD_STAT("pool_waits", sn->pool_waits);
 		SHARD_STAT("hash_buckets", sn->items_hash_buckets);
 #undef SHARD_STAT
 	}

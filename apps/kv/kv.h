@@ -38,6 +38,7 @@ struct kv_shard {
 	uint64_t forwarded;      /* requests sent to other shards */
 	uint64_t served_remote;  /* requests run here for other shards */
 	uint64_t queue_waits;    /* times a full message queue made a request wait */
+	uint64_t pool_waits;     /* times replies waited for pool buffers (main.c) */
 	struct kv_outbox *out;   /* [nshards]: work waiting for room in a queue */
 };
 

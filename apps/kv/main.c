@@ -31,13 +31,55 @@ static const struct vq_cfg_key kv_keys[] = {
 
 struct kv_conn {
 	struct kv_sess *sess;
+	struct vq_conn *conn;
 	struct vq_buf *ob;       /* replies being gathered for one send */
+	/* Replies that found the pool empty, oldest first; see conn_write. */
+	char *spill;
+	size_t nspill, capspill;
+	struct vq_pool_waiter waiter;
+	bool waiting;
 };
+
+static void spill_drain(void *ctx);
+static void kv_data(struct vq_conn *c);
+
+static int spill_add(struct vq_conn *c, struct kv_conn *kc, const char *p, size_t n)
+{
+	if (kc->nspill + n > kc->capspill) {
+		size_t cap = kc->capspill ? kc->capspill * 2 : 65536;
+		char *q;
+
+		while (cap < kc->nspill + n)
+			cap *= 2;
+		q = realloc(kc->spill, cap);
+		if (!q) {
+			vq_conn_abort(c, -ENOMEM);
+			return -ENOMEM;
+		}
+		kc->spill = q;
+		kc->capspill = cap;
+	}
+	memcpy(kc->spill + kc->nspill, p, n);
+	kc->nspill += n;
+	if (!kc->waiting) {
+		((struct kv_shard *)c->shard->app)->pool_waits++;
+		kc->waiting = true;
+		kc->waiter.fn = spill_drain;
+		kc->waiter.ctx = c;
+		vq_pool_wait(&c->shard->pool, &kc->waiter);
+	}
+	return 0;
+}
 
 /*
  * Replies are copied into a pool buffer of the connection's own shard and sent
  * when the session ends a batch (conn_flush), so a burst of pipelined requests
  * costs one send, and a value from another shard is copied exactly once.
+ *
+ * When the pool is empty (many large replies in flight at once), the rest of
+ * the reply being written waits on the heap and the connection reads no more
+ * requests until pool buffers come back (spill_drain): back-pressure bounded by
+ * the replies to one input buffer, instead of closing the connection.
  */
 static int conn_write(void *ctx, const void *data, size_t n)
 {
@@ -45,16 +87,15 @@ static int conn_write(void *ctx, const void *data, size_t n)
 	struct kv_conn *kc = vq_conn_app(c);
 	const char *p = data;
 
+	if (kc->nspill)
+		return spill_add(c, kc, p, n);
 	while (n) {
 		uint32_t room, take;
 
 		if (!kc->ob) {
 			kc->ob = vq_pool_alloc(&c->shard->pool);
-			if (!kc->ob) {
-				vq_warn("buffer pool empty: closing a connection mid-reply");
-				vq_conn_abort(c, -ENOBUFS);
-				return -ENOBUFS;
-			}
+			if (!kc->ob)
+				return spill_add(c, kc, p, n);
 		}
 		room = vq_buf_room(kc->ob);
 		take = n < room ? (uint32_t)n : room;
@@ -73,6 +114,38 @@ static int conn_write(void *ctx, const void *data, size_t n)
 		}
 	}
 	return 0;
+}
+
+/* Pool buffers are back: move spilled replies into them, then read requests again. */
+static void spill_drain(void *ctx)
+{
+	struct vq_conn *c = ctx;
+	struct kv_conn *kc = vq_conn_app(c);
+	size_t done = 0;
+
+	kc->waiting = false;
+	while (done < kc->nspill) {
+		struct vq_buf *b = vq_pool_alloc(&c->shard->pool);
+		size_t take;
+
+		if (!b)
+			break;
+		take = kc->nspill - done < b->cap ? kc->nspill - done : b->cap;
+		memcpy(vq_buf_bytes(b), kc->spill + done, take);
+		b->len = (uint32_t)take;
+		done += take;
+		if (vq_conn_write(c, b))
+			break;
+	}
+	memmove(kc->spill, kc->spill + done, kc->nspill - done);
+	kc->nspill -= done;
+	if (kc->nspill) {
+		kc->waiting = true;
+		vq_pool_wait(&c->shard->pool, &kc->waiter);
+		return;
+	}
+	if (c->in.head)
+		kv_data(c);
 }
 
 static void conn_flush(void *ctx)
@@ -162,6 +235,11 @@ static void kv_conn_closed(struct vq_conn *c)
 		vq_buf_release(kc->ob);
 		kc->ob = NULL;
 	}
+	if (kc->waiting)
+		vq_pool_unwait(&c->shard->pool, &kc->waiter);
+	kc->waiting = false;
+	free(kc->spill);
+	kc->spill = NULL;
 	if (!kc->sess)
 		return;
 	ks->curr_conns--;
