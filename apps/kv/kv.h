@@ -97,6 +97,16 @@ void kv_sess_feed(struct kv_sess *s, const char *p, size_t n);
  */
 void kv_sess_closed(struct kv_sess *s);
 
+/*
+ * Has the session as many forwarded requests in flight as kv.max_pending? Then
+ * its connection should read no more input until io.busy(false) says they are
+ * all answered: the per-connection bound on queued work.
+ */
+static inline bool kv_sess_saturated(const struct kv_sess *s)
+{
+	return s->npend >= s->ks->cfg->max_pending;
+}
+
 /* Unix seconds for the shard's current loop turn. */
 int64_t kv_now(struct kv_shard *ks);
 

@@ -162,10 +162,15 @@ static void conn_flush(void *ctx)
 
 static void conn_busy(void *ctx, bool busy)
 {
-	if (busy)
-		vq_conn_hold(ctx);
-	else
-		vq_conn_unhold(ctx);
+	struct vq_conn *c = ctx;
+
+	if (busy) {
+		vq_conn_hold(c);
+		return;
+	}
+	if (c->in.head)
+		kv_data(c); /* input left unread while the session was saturated */
+	vq_conn_unhold(c);
 }
 
 static void conn_close(void *ctx)

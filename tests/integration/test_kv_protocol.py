@@ -133,6 +133,17 @@ if shards_available():
     check(int(st["shard0:curr_items"]) > 50 and int(st["shard1:curr_items"]) > 50,
           "items on both shards: %s %s" % (st["shard0:curr_items"], st["shard1:curr_items"]))
     svc.stop()
+
+    # kv.max_pending bounds forwarded work per connection; a deep pipeline still completes
+    svc = kv_service(overrides={"shards.cpus": "0-1", "kv.max_pending": "2"})
+    c = Client(svc)
+    keys = [b"s%d" % i for i in range(2000)]
+    c.send(b"".join(b"set %s 0 0 1 noreply\r\nx\r\n" % k for k in keys) +
+           b"".join(b"get %s\r\n" % k for k in keys))
+    for k in keys:
+        check(c.read_values() == [(k, 0, b"x", None)], "saturated pipeline: get %r" % k)
+    c.close()
+    svc.stop()
 else:
     print("two-shard run skipped: message rings not merged yet")
 print("ok")
