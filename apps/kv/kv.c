@@ -694,7 +694,11 @@ static void flush(struct kv_sess *s)
 		}
 		pend_free(p);
 	}
-	if (s->io.flush && !s->closed)
+	/*
+	 * Send once nothing is waiting on another shard: a reply that spans shards
+	 * leaves in one piece (full buffers go out on their own as they fill).
+	 */
+	if (s->io.flush && !s->closed && !s->head)
 		s->io.flush(s->io.ctx);
 	if (!s->head && s->closing && !s->closed && s->io.close) {
 		void (*c)(void *) = s->io.close;

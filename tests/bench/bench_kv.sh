@@ -5,9 +5,10 @@
 # Loads (tests/bench/kv_load.c, closed loop per connection, 90% get / 10% set over
 # 10000 preloaded keys): 16 connections x 1 request, value 32 B and 4 KiB;
 # 16 x 16 pipelined; 16 x 1 multi-get of 10 keys.
-# Each cell runs RUNS times for SECS seconds; the run with the median throughput
-# is reported (throughput, p50/p99 latency, server CPU µs per request over the
-# measured window from /proc/PID/stat).
+# Each cell runs RUNS rounds of SECS seconds, memcached and veloq-kv alternating
+# so both share the same background load; the median of each figure is reported
+# (throughput, p50/p99 latency, server CPU µs per request over the measured
+# window from /proc/PID/stat). Ratios are veloq-kv / memcached.
 # Usage: tests/bench/bench_kv.sh [build dir, default build-bench] > results.md
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
@@ -40,35 +41,47 @@ stop_server() {
 	wait "$server_pid" 2>/dev/null || true
 }
 
-run_cell() { # kind threads label load-args...
-	local kind=$1 n=$2 label=$3; shift 3
-	local pin=() results=()
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+field() { sed -E "s/.* $1=([0-9.]+).*/\1/"; }
+
+# One load at one core count: RUNS rounds, each running memcached then veloq-kv,
+# so both see the same background; the median of each figure is reported.
+run_pair() { # threads label load-args...
+	local n=$1 label=$2; shift 2
+	local pin=() out_m=() out_v=()
 	[ "$n" = 1 ] && pin=(-C 1)
 	for r in $(seq "$RUNS"); do
-		PORT=$((PORT + 1))
-		start_server "$kind" "$n" "$PORT"
-		results+=("$("$LOAD" -p "$PORT" -t "$SECS" -P "$server_pid" "${pin[@]}" "$@")")
-		stop_server
+		for kind in memcached veloq-kv; do
+			PORT=$((PORT + 1))
+			start_server "$kind" "$n" "$PORT"
+			line=$("$LOAD" -p "$PORT" -t "$SECS" -P "$server_pid" "${pin[@]}" "$@")
+			stop_server
+			echo "$kind $n $label: $line" >&2
+			if [ "$kind" = memcached ]; then out_m+=("$line"); else out_v+=("$line"); fi
+		done
 	done
-	# median by throughput
-	local med
-	med=$(printf '%s\n' "${results[@]}" | sort -t= -k4 -n | awk -v m=$(((RUNS + 1) / 2)) 'NR==m')
-	local rps p50 p99 cpu
-	rps=$(sed -E 's/.* rps=([0-9]+).*/\1/' <<<"$med")
-	p50=$(sed -E 's/.* p50_us=([0-9]+).*/\1/' <<<"$med")
-	p99=$(sed -E 's/.* p99_us=([0-9]+).*/\1/' <<<"$med")
-	cpu=$(sed -E 's/.* cpu_us_per_req=([0-9.]+).*/\1/' <<<"$med")
-	echo "| $label | $kind | $rps | $p50 | $p99 | $cpu |"
-	echo "$kind $label: $med" >&2
+	local rm rv
+	for kind in memcached veloq-kv; do
+		local -n out=$([ "$kind" = memcached ] && echo out_m || echo out_v)
+		local rps p50 p99 cpu
+		rps=$(printf '%s\n' "${out[@]}" | field rps | median)
+		p50=$(printf '%s\n' "${out[@]}" | field p50_us | median)
+		p99=$(printf '%s\n' "${out[@]}" | field p99_us | median)
+		cpu=$(printf '%s\n' "${out[@]}" | field cpu_us_per_req | median)
+		if [ "$kind" = memcached ]; then rm=$rps; cm=$cpu; fi
+		if [ "$kind" = veloq-kv ]; then
+			echo "| $n | $label | $kind | $rps | $p50 | $p99 | $cpu | $(awk -v a="$rps" -v b="$rm" 'BEGIN{printf "%.2f", a/b}') | $(awk -v a="$cpu" -v b="$cm" 'BEGIN{printf "%.2f", a/b}') |"
+		else
+			echo "| $n | $label | $kind | $rps | $p50 | $p99 | $cpu | | |"
+		fi
+	done
 }
 
-echo "| load | server | req/s | p50 µs | p99 µs | server CPU µs/req |"
-echo "|---|---|---:|---:|---:|---:|"
+echo "| cores | load | server | req/s | p50 µs | p99 µs | server CPU µs/req | req/s ratio | CPU ratio |"
+echo "|---:|---|---|---:|---:|---:|---:|---:|---:|"
 for n in 1 2; do
-	for kind in memcached veloq-kv; do
-		run_cell $kind $n "$n core(s), 16 conn, 32 B" -c 16 -d 1 -v 32
-		run_cell $kind $n "$n core(s), 16 conn, 4 KiB" -c 16 -d 1 -v 4096
-		run_cell $kind $n "$n core(s), 16 conn x 16 pipelined, 32 B" -c 16 -d 16 -v 32
-		run_cell $kind $n "$n core(s), 16 conn, get of 10 keys, 32 B" -c 16 -d 1 -v 32 -m 10
-	done
+	run_pair $n "16 conn, 32 B" -c 16 -d 1 -v 32
+	run_pair $n "16 conn, 4 KiB" -c 16 -d 1 -v 4096
+	run_pair $n "16 conn x 16 pipelined, 32 B" -c 16 -d 16 -v 32
+	run_pair $n "16 conn, get of 10 keys, 32 B" -c 16 -d 1 -v 32 -m 10
 done
