@@ -44,6 +44,13 @@
 /* memcached clients parse the leading x.y.z; the rest says who answers. */
 #define KV_VERSION "1.6.21-veloq-" VQ_VERSION
 
+/*
+ * Hits up to this size (VALUE line, data, "\r\n") are copied by the owner
+ * straight into the forwarded request, which the caller lent for its result:
+ * no item is lent and no release message is needed.
+ */
+#define KV_INLINE 1024
+
 /* What one shard reports for `stats`. */
 struct kv_snap {
 	struct kv_store_stats st;
@@ -86,7 +93,10 @@ struct kv_pend {
 	unsigned dst;
 	struct kv_req r;
 	struct kv_snap *snaps;    /* stats: [nshards], owned by the stats_sum entry */
+	struct kv_pend *bnext;    /* more requests to the same shard in the same message */
+	uint32_t ninl;            /* a small hit, copied whole by the owner into inl */
 	char key[KV_KEY_MAX];
+	char inl[KV_INLINE];
 };
 
 struct kv_rel {
@@ -361,6 +371,22 @@ static void snapshot(struct kv_shard *ks, struct kv_snap *sn)
 	sn->items_hash_buckets = ks->store.mask + 1;
 }
 
+/* "VALUE key flags bytes[ cas]\r\n" into head (KV_KEY_MAX + 96 bytes); returns its length. */
+static size_t value_line(char *head, const struct kv_item *it, bool cas)
+{
+	char *p = head;
+
+	memcpy(p, "VALUE ", 6);
+	p += 6;
+	memcpy(p, it->data, it->nkey);
+	p += it->nkey;
+	p += sprintf(p, " %u %u", it->flags, it->nval);
+	if (cas)
+		p += sprintf(p, " %llu", (unsigned long long)it->cas);
+	memcpy(p, "\r\n", 2);
+	return (size_t)(p + 2 - head);
+}
+
 static void format(struct sink *o, const struct kv_req *r)
 {
 	static const char *const words[] = {
@@ -386,13 +412,7 @@ static void format(struct sink *o, const struct kv_req *r)
 	case KV_C_GATS:
 		if (!r->item)
 			return;
-		if (r->op == KV_C_GETS || r->op == KV_C_GATS)
-			n = snprintf(head, sizeof(head), "VALUE %.*s %u %u %llu\r\n",
-				     (int)r->item->nkey, r->item->data, r->item->flags,
-				     r->item->nval, (unsigned long long)r->item->cas);
-		else
-			n = snprintf(head, sizeof(head), "VALUE %.*s %u %u\r\n", (int)r->item->nkey,
-				     r->item->data, r->item->flags, r->item->nval);
+		n = (int)value_line(head, r->item, r->op == KV_C_GETS || r->op == KV_C_GATS);
 		put(o, head, (size_t)n);
 		put(o, kv_item_val(r->item), r->item->nval + 2);
 		return;
@@ -424,14 +444,30 @@ static void *remote_exec(struct vq_shard *on, void *arg)
 	struct kv_shard *ks = on->app;
 	struct kv_pend *p = arg;
 
-	ks->served_remote++;
 	if (p->r.op == KV_C_STATS) {
+		ks->served_remote++;
 		snapshot(ks, &p->snaps[ks->id]);
 		return p;
 	}
-	exec(ks, &p->r);
-	if (p->r.item)
-		p->r.item->refs++; /* lent to the caller until its release message */
+	for (struct kv_pend *q = p; q; q = q->bnext) {
+		struct kv_item *it;
+
+		ks->served_remote++;
+		exec(ks, &q->r);
+		it = q->r.item;
+		if (!it)
+			continue;
+		if (sizeof(q->inl) >= KV_KEY_MAX + 96 + (size_t)it->nval + 2) {
+			size_t n = value_line(q->inl, it, q->r.op == KV_C_GETS ||
+							   q->r.op == KV_C_GATS);
+
+			memcpy(q->inl + n, kv_item_val(it), it->nval + 2);
+			q->ninl = (uint32_t)(n + it->nval + 2);
+			q->r.item = NULL;
+		} else {
+			it->refs++; /* lent to the caller until its release message */
+		}
+	}
 	return p;
 }
 
@@ -520,18 +556,26 @@ static void outbox_run(struct vq_task *t)
 	}
 }
 
-/* Send p to its owner (p->dst), after anything already waiting for that queue. */
-static void forward(struct kv_sess *s, struct kv_pend *p)
+/* Put p in the session's reply order as a forwarded request (not sent yet). */
+static void enqueue_forwarded(struct kv_sess *s, struct kv_pend *p)
+{
+	p->forwarded = true;
+	queue(s, p);
+	if (!s->npend++ && s->io.busy)
+		s->io.busy(s->io.ctx, true);
+	s->ks->forwarded++;
+}
+
+/*
+ * Send p (and the requests chained on p->bnext, all for p->dst) to its owner,
+ * after anything already waiting for that queue.
+ */
+static void send_forwarded(struct kv_sess *s, struct kv_pend *p)
 {
 	struct kv_shard *ks = s->ks;
 	struct kv_outbox *ob = &ks->out[p->dst];
 	int ret = -EAGAIN;
 
-	p->forwarded = true;
-	queue(s, p);
-	if (!s->npend++ && s->io.busy)
-		s->io.busy(s->io.ctx, true);
-	ks->forwarded++;
 	if (!ob->head)
 		ret = send_call(ks, p);
 	if (ret == -EAGAIN) {
@@ -547,6 +591,12 @@ static void forward(struct kv_sess *s, struct kv_pend *p)
 	}
 }
 
+static void forward(struct kv_sess *s, struct kv_pend *p)
+{
+	enqueue_forwarded(s, p);
+	send_forwarded(s, p);
+}
+
 static void sess_free(struct kv_sess *s)
 {
 	struct kv_pend *p, *next;
@@ -559,21 +609,24 @@ static void sess_free(struct kv_sess *s)
 	free(s);
 }
 
-static void remote_done(struct vq_shard *self, void *ctx, void *result, int err)
+/* One forwarded request is answered (or failed with err). Returns false if s was freed. */
+static bool complete_one(struct kv_sess *s, struct kv_pend *p, int err)
 {
-	struct kv_pend *p = ctx;
-	struct kv_sess *s = p->sess;
 	struct kv_shard *ks = s->ks;
 
 	if (err) {
 		p->r.status = err;
 		p->r.item = NULL;
+		p->ninl = 0;
 	}
 	s->npend--;
 	if (!s->closed) {
 		struct sink o = { s, s->head == p ? NULL : p };
 
-		format(&o, &p->r);
+		if (p->ninl)
+			put(&o, p->inl, p->ninl);
+		else
+			format(&o, &p->r);
 	}
 	if (p->r.item)
 		release_item(ks, p->dst, p->r.item);
@@ -581,11 +634,28 @@ static void remote_done(struct vq_shard *self, void *ctx, void *result, int err)
 	free((void *)p->r.val);
 	p->r.val = NULL;
 	p->done = true;
-	if (s->closed) {
-		if (!s->npend)
-			sess_free(s);
-		return;
+	if (s->closed && !s->npend) {
+		sess_free(s);
+		return false;
 	}
+	return true;
+}
+
+static void remote_done(struct vq_shard *self, void *ctx, void *result, int err)
+{
+	struct kv_pend *p = ctx;
+	struct kv_sess *s = p->sess;
+
+	while (p) {
+		/* flush() below may free p once it is done: step first */
+		struct kv_pend *next = p->bnext;
+
+		if (!complete_one(s, p, err))
+			return;
+		p = next;
+	}
+	if (s->closed)
+		return;
 	flush(s);
 	/* Last: letting go may close the connection once the replies are out. */
 	if (!s->npend && s->io.busy)
@@ -708,6 +778,9 @@ static void flush(struct kv_sess *s)
 	}
 }
 
+/* A multi-get batches its keys per owner for the first this many shards. */
+#define KV_BATCH_SHARDS 64
+
 static void do_get(struct kv_sess *s, const struct kv_cmd *cmd)
 {
 	struct kv_shard *ks = s->ks;
@@ -723,6 +796,8 @@ static void do_get(struct kv_sess *s, const struct kv_cmd *cmd)
 		reply(s, "CLIENT_ERROR bad command line format");
 		return;
 	}
+	struct kv_pend *first[KV_BATCH_SHARDS] = { 0 }, *last[KV_BATCH_SHARDS] = { 0 };
+
 	if (cmd->type == KV_C_GAT || cmd->type == KV_C_GATS)
 		exptime = kv_exptime(cmd->exptime, kv_now(ks));
 	p = cmd->keys;
@@ -744,16 +819,29 @@ static void do_get(struct kv_sess *s, const struct kv_cmd *cmd)
 			struct kv_pend *pd = pend_new(s);
 
 			if (!pd) {
-				reply(s, "SERVER_ERROR out of memory");
-				return;
+				broken(s); /* closes; the chains below still go out and come back */
+				break;
 			}
 			pd->dst = dst;
 			pd->r = (struct kv_req){ .op = cmd->type, .key = pd->key, .nkey = nkey,
 						 .hash = hash, .exptime = exptime };
 			memcpy(pd->key, key, nkey);
-			forward(s, pd);
+			if (dst >= KV_BATCH_SHARDS) {
+				forward(s, pd);
+				continue;
+			}
+			/* One message per owner shard: chain its keys, send after the loop. */
+			enqueue_forwarded(s, pd);
+			if (last[dst])
+				last[dst]->bnext = pd;
+			else
+				first[dst] = pd;
+			last[dst] = pd;
 		}
 	}
+	for (unsigned i = 0; i < KV_BATCH_SHARDS && i < ks->nshards; i++)
+		if (first[i])
+			send_forwarded(s, first[i]);
 	reply(s, "END");
 }
 
