@@ -9,7 +9,8 @@
 # so both share the same background load; the median of each figure is reported
 # (throughput, p50/p99 latency, server CPU µs per request over the measured
 # window from /proc/PID/stat). Ratios are veloq-kv / memcached.
-# Usage: tests/bench/bench_kv.sh [build dir, default build-bench] > results.md
+# Usage: [SECS=2] [RUNS=5] [ONLY=regex of "N core: load"] \
+#        tests/bench/bench_kv.sh [build dir, default build-bench] > results.md
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${1:-$SRC/build-bench}
@@ -48,6 +49,7 @@ field() { sed -E "s/.* $1=([0-9.]+).*/\1/"; }
 # so both see the same background; the median of each figure is reported.
 run_pair() { # threads label load-args...
 	local n=$1 label=$2; shift 2
+	[[ "$n core: $label" =~ ${ONLY:-.} ]] || return 0
 	local pin=() out_m=() out_v=()
 	[ "$n" = 1 ] && pin=(-C 1)
 	for r in $(seq "$RUNS"); do
