@@ -9,25 +9,7 @@
  * queue of kv_pend entries (a complete buffer of bytes, or a forwarded request
  * still out) and written when everything before them is.
  *
- * Who owns what (DESIGN.md §2, buffers stay home):
- * - A forwarded request is a kv_pend allocated by the connection's shard and
- *   lent to the owner for the duration of the call. The owner reads the request
- *   from it and writes the result into it; the connection's shard does not
- *   touch it until the reply, and frees it.
- * - A storage command's value is assembled (from as many input buffers as it
- *   spans) into a staging buffer the connection's shard malloc'd; the owner
- *   copies it into an item allocated on its own thread and the staging buffer
- *   is freed on the reply. A local owner gets the value copied straight into
- *   the new item instead.
- * - A hit is lent back: the owner takes a reference on the item (refs++) and
- *   returns its pointer. Lent items are read-only (an in-place incr only
- *   happens with no borrower). The connection's shard copies the value into
- *   its own pool buffers (or a reply buffer of its own), then sends a release
- *   message home with the item pointer, and the owner drops the reference.
- *   Item memory is only ever allocated and freed by its owner.
- * - Messages that meet a full queue wait in a per-destination outbox, in order,
- *   until vq_msg_wait_space says there is room, so one connection's requests
- *   to one shard keep their order.
+ * Forwarding and the ownership rules for data crossing shards: fwd.c.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -37,89 +19,11 @@
 #include <unistd.h>
 
 #include "kv.h"
+#include "kv_int.h"
 #include "log.h"
 #include "msg.h"
 #include "vq_version.h"
 
-/* memcached clients parse the leading x.y.z; the rest says who answers. */
-#define KV_VERSION "1.6.21-veloq-" VQ_VERSION
-
-/*
- * Hits up to this size (VALUE line, data, "\r\n") are copied by the owner
- * straight into the forwarded request, which the caller lent for its result:
- * no item is lent and no release message is needed.
- */
-#define KV_INLINE 1024
-
-/* What one shard reports for `stats`. */
-struct kv_snap {
-	struct kv_store_stats st;
-	uint64_t limit;
-	uint64_t curr_conns, total_conns;
-	uint64_t forwarded, served_remote, queue_waits, pool_waits;
-	uint64_t items_hash_buckets;
-};
-
-/* A request as the store sees it; forwarded ones travel inside a kv_pend. */
-struct kv_req {
-	enum kv_cmd_type op;
-	bool noreply;
-	const char *key;
-	size_t nkey;
-	uint64_t hash;
-	uint32_t flags;
-	int64_t exptime;          /* absolute */
-	uint64_t cas, delta;
-	struct kv_item *item;     /* in: the local item to store; out: a hit */
-	const uint8_t *val;       /* in: a staging buffer of nval + 2 bytes */
-	uint32_t nval;
-	int status;               /* enum kv_status, or -errno when delivery failed */
-	uint64_t num;
-};
-
-struct obuf {
-	char *p;
-	size_t len, cap;
-};
-
-struct kv_pend {
-	struct kv_pend *next;     /* session order */
-	struct kv_pend *onext;    /* outbox order */
-	struct kv_sess *sess;
-	bool done;
-	bool forwarded;
-	bool stats_sum;           /* formatted when written: every shard's figures are in */
-	struct obuf out;
-	unsigned dst;
-	struct kv_req r;
-	struct kv_snap *snaps;    /* stats: [nshards], owned by the stats_sum entry */
-	struct kv_pend *bnext;    /* more requests to the same shard in the same message */
-	uint32_t ninl;            /* a small hit, copied whole by the owner into inl */
-	char key[KV_KEY_MAX];
-	char inl[KV_INLINE];
-};
-
-struct kv_rel {
-	struct kv_rel *next;
-	struct kv_item *item;
-};
-
-struct kv_outbox {
-	struct vq_task task;      /* first: the task pointer is the outbox */
-	struct kv_shard *ks;
-	unsigned dst;
-	bool waiting;
-	struct kv_pend *head, *tail;
-	struct kv_rel *rhead, *rtail;
-};
-
-struct sink {
-	struct kv_sess *s;
-	struct kv_pend *p;        /* NULL: straight to the connection */
-};
-
-static void outbox_run(struct vq_task *t);
-static void flush(struct kv_sess *s);
 
 int64_t kv_now(struct kv_shard *ks)
 {
@@ -159,7 +63,7 @@ int kv_shard_init(struct kv_shard *ks, struct vq_shard *vs, unsigned id, unsigne
 		return -ENOMEM;
 	}
 	for (unsigned i = 0; i < ks->nshards; i++) {
-		ks->out[i].task.fn = outbox_run;
+		ks->out[i].task.fn = kv_outbox_run;
 		ks->out[i].ks = ks;
 		ks->out[i].dst = i;
 	}
@@ -214,7 +118,7 @@ static void broken(struct kv_sess *s)
 	s->closing = true;
 }
 
-static void put(struct sink *o, const void *d, size_t n)
+void kv_put(struct sink *o, const void *d, size_t n)
 {
 	struct kv_sess *s = o->s;
 
@@ -231,7 +135,7 @@ static void put(struct sink *o, const void *d, size_t n)
 
 static void puts_(struct sink *o, const char *str)
 {
-	put(o, str, strlen(str));
+	kv_put(o, str, strlen(str));
 }
 
 static struct kv_pend *pend_new(struct kv_sess *s)
@@ -244,7 +148,7 @@ static struct kv_pend *pend_new(struct kv_sess *s)
 	return p;
 }
 
-static void queue(struct kv_sess *s, struct kv_pend *p)
+void kv_queue(struct kv_sess *s, struct kv_pend *p)
 {
 	p->next = NULL;
 	if (s->tail)
@@ -278,7 +182,7 @@ static struct sink local_sink(struct kv_sess *s)
 		return (struct sink){ s, NULL };
 	}
 	p->done = true;
-	queue(s, p);
+	kv_queue(s, p);
 	return (struct sink){ s, p };
 }
 
@@ -291,11 +195,11 @@ static void reply(struct kv_sess *s, const char *line)
 	if (n + 2 <= sizeof(buf)) {
 		memcpy(buf, line, n);
 		memcpy(buf + n, "\r\n", 2);
-		put(&o, buf, n + 2);
+		kv_put(&o, buf, n + 2);
 		return;
 	}
 	puts_(&o, line);
-	put(&o, "\r\n", 2);
+	kv_put(&o, "\r\n", 2);
 }
 
 /* ---- executing requests on the owner ---- */
@@ -305,7 +209,7 @@ static const enum kv_store_op store_ops[] = {
 	[KV_C_APPEND] = KV_APPEND, [KV_C_PREPEND] = KV_PREPEND, [KV_C_CAS] = KV_CAS,
 };
 
-static void exec(struct kv_shard *ks, struct kv_req *r)
+void kv_exec(struct kv_shard *ks, struct kv_req *r)
 {
 	struct kv_store *st = &ks->store;
 	int64_t now = kv_now(ks);
@@ -358,7 +262,7 @@ static void exec(struct kv_shard *ks, struct kv_req *r)
 	}
 }
 
-static void snapshot(struct kv_shard *ks, struct kv_snap *sn)
+void kv_snapshot(struct kv_shard *ks, struct kv_snap *sn)
 {
 	sn->st = ks->store.st;
 	sn->limit = ks->store.limit;
@@ -372,7 +276,7 @@ static void snapshot(struct kv_shard *ks, struct kv_snap *sn)
 }
 
 /* "VALUE key flags bytes[ cas]\r\n" into head (KV_KEY_MAX + 96 bytes); returns its length. */
-static size_t value_line(char *head, const struct kv_item *it, bool cas)
+size_t kv_value_line(char *head, const struct kv_item *it, bool cas)
 {
 	char *p = head;
 
@@ -387,7 +291,7 @@ static size_t value_line(char *head, const struct kv_item *it, bool cas)
 	return (size_t)(p + 2 - head);
 }
 
-static void format(struct sink *o, const struct kv_req *r)
+void kv_format(struct sink *o, const struct kv_req *r)
 {
 	static const char *const words[] = {
 		[KV_STORED] = "STORED\r\n",       [KV_NOT_STORED] = "NOT_STORED\r\n",
@@ -412,9 +316,9 @@ static void format(struct sink *o, const struct kv_req *r)
 	case KV_C_GATS:
 		if (!r->item)
 			return;
-		n = (int)value_line(head, r->item, r->op == KV_C_GETS || r->op == KV_C_GATS);
-		put(o, head, (size_t)n);
-		put(o, kv_item_val(r->item), r->item->nval + 2);
+		n = (int)kv_value_line(head, r->item, r->op == KV_C_GETS || r->op == KV_C_GATS);
+		kv_put(o, head, (size_t)n);
+		kv_put(o, kv_item_val(r->item), r->item->nval + 2);
 		return;
 	case KV_C_INCR:
 	case KV_C_DECR:
@@ -422,7 +326,7 @@ static void format(struct sink *o, const struct kv_req *r)
 			return;
 		if (r->status == KV_STORED) {
 			n = snprintf(head, sizeof(head), "%llu\r\n", (unsigned long long)r->num);
-			put(o, head, (size_t)n);
+			kv_put(o, head, (size_t)n);
 			return;
 		}
 		puts_(o, words[r->status]);
@@ -437,167 +341,9 @@ static void format(struct sink *o, const struct kv_req *r)
 	}
 }
 
-/* ---- forwarding ---- */
+/* ---- the session ---- */
 
-static void *remote_exec(struct vq_shard *on, void *arg)
-{
-	struct kv_shard *ks = on->app;
-	struct kv_pend *p = arg;
-
-	if (p->r.op == KV_C_STATS) {
-		ks->served_remote++;
-		snapshot(ks, &p->snaps[ks->id]);
-		return p;
-	}
-	for (struct kv_pend *q = p; q; q = q->bnext) {
-		struct kv_item *it;
-
-		ks->served_remote++;
-		exec(ks, &q->r);
-		it = q->r.item;
-		if (!it)
-			continue;
-		if (sizeof(q->inl) >= KV_KEY_MAX + 96 + (size_t)it->nval + 2) {
-			size_t n = value_line(q->inl, it, q->r.op == KV_C_GETS ||
-							   q->r.op == KV_C_GATS);
-
-			memcpy(q->inl + n, kv_item_val(it), it->nval + 2);
-			q->ninl = (uint32_t)(n + it->nval + 2);
-			q->r.item = NULL;
-		} else {
-			it->refs++; /* lent to the caller until its release message */
-		}
-	}
-	return p;
-}
-
-static void remote_release(struct vq_shard *on, void *arg)
-{
-	struct kv_shard *ks = on->app;
-
-	kv_item_put(&ks->store, arg);
-}
-
-static void outbox_wait(struct kv_outbox *ob)
-{
-	if (ob->waiting)
-		return;
-	ob->waiting = true;
-	ob->ks->queue_waits++;
-	vq_msg_wait_space(ob->ks->vs, ob->dst, &ob->task);
-}
-
-static void release_item(struct kv_shard *ks, unsigned dst, struct kv_item *it)
-{
-	struct kv_outbox *ob = &ks->out[dst];
-	struct kv_rel *rel;
-	int ret = -EAGAIN;
-
-	if (!ob->rhead)
-		ret = vq_msg_send(ks->vs, dst, remote_release, it);
-	if (ret != -EAGAIN)
-		return; /* sent, or the owner stopped and frees its store itself */
-	rel = malloc(sizeof(*rel));
-	if (!rel) {
-		vq_err("out of memory queueing a release to shard %u: one item stays allocated", dst);
-		return;
-	}
-	rel->item = it;
-	rel->next = NULL;
-	if (ob->rtail)
-		ob->rtail->next = rel;
-	else
-		ob->rhead = rel;
-	ob->rtail = rel;
-	outbox_wait(ob);
-}
-
-static void remote_done(struct vq_shard *self, void *ctx, void *result, int err);
-
-static int send_call(struct kv_shard *ks, struct kv_pend *p)
-{
-	return vq_msg_call(ks->vs, p->dst, remote_exec, p, remote_done, p);
-}
-
-/* A forwarded request that will never be answered: complete it with an error. */
-static void fail_pend(struct kv_pend *p, int err)
-{
-	remote_done(p->sess->ks->vs, p, NULL, err);
-}
-
-static void outbox_run(struct vq_task *t)
-{
-	struct kv_outbox *ob = (struct kv_outbox *)t;
-	int ret;
-
-	ob->waiting = false;
-	while (ob->rhead) {
-		struct kv_rel *rel = ob->rhead;
-
-		ret = vq_msg_send(ob->ks->vs, ob->dst, remote_release, rel->item);
-		if (ret == -EAGAIN)
-			return outbox_wait(ob);
-		ob->rhead = rel->next;
-		if (!ob->rhead)
-			ob->rtail = NULL;
-		free(rel);
-	}
-	while (ob->head) {
-		struct kv_pend *p = ob->head;
-
-		ret = send_call(ob->ks, p);
-		if (ret == -EAGAIN)
-			return outbox_wait(ob);
-		ob->head = p->onext;
-		if (!ob->head)
-			ob->tail = NULL;
-		if (ret)
-			fail_pend(p, ret);
-	}
-}
-
-/* Put p in the session's reply order as a forwarded request (not sent yet). */
-static void enqueue_forwarded(struct kv_sess *s, struct kv_pend *p)
-{
-	p->forwarded = true;
-	queue(s, p);
-	if (!s->npend++ && s->io.busy)
-		s->io.busy(s->io.ctx, true);
-	s->ks->forwarded++;
-}
-
-/*
- * Send p (and the requests chained on p->bnext, all for p->dst) to its owner,
- * after anything already waiting for that queue.
- */
-static void send_forwarded(struct kv_sess *s, struct kv_pend *p)
-{
-	struct kv_shard *ks = s->ks;
-	struct kv_outbox *ob = &ks->out[p->dst];
-	int ret = -EAGAIN;
-
-	if (!ob->head)
-		ret = send_call(ks, p);
-	if (ret == -EAGAIN) {
-		p->onext = NULL;
-		if (ob->tail)
-			ob->tail->onext = p;
-		else
-			ob->head = p;
-		ob->tail = p;
-		outbox_wait(ob);
-	} else if (ret) {
-		fail_pend(p, ret);
-	}
-}
-
-static void forward(struct kv_sess *s, struct kv_pend *p)
-{
-	enqueue_forwarded(s, p);
-	send_forwarded(s, p);
-}
-
-static void sess_free(struct kv_sess *s)
+void kv_sess_free(struct kv_sess *s)
 {
 	struct kv_pend *p, *next;
 
@@ -609,60 +355,6 @@ static void sess_free(struct kv_sess *s)
 	free(s);
 }
 
-/* One forwarded request is answered (or failed with err). Returns false if s was freed. */
-static bool complete_one(struct kv_sess *s, struct kv_pend *p, int err)
-{
-	struct kv_shard *ks = s->ks;
-
-	if (err) {
-		p->r.status = err;
-		p->r.item = NULL;
-		p->ninl = 0;
-	}
-	s->npend--;
-	if (!s->closed) {
-		struct sink o = { s, s->head == p ? NULL : p };
-
-		if (p->ninl)
-			put(&o, p->inl, p->ninl);
-		else
-			format(&o, &p->r);
-	}
-	if (p->r.item)
-		release_item(ks, p->dst, p->r.item);
-	p->r.item = NULL;
-	free((void *)p->r.val);
-	p->r.val = NULL;
-	p->done = true;
-	if (s->closed && !s->npend) {
-		sess_free(s);
-		return false;
-	}
-	return true;
-}
-
-static void remote_done(struct vq_shard *self, void *ctx, void *result, int err)
-{
-	struct kv_pend *p = ctx;
-	struct kv_sess *s = p->sess;
-
-	while (p) {
-		/* flush() below may free p once it is done: step first */
-		struct kv_pend *next = p->bnext;
-
-		if (!complete_one(s, p, err))
-			return;
-		p = next;
-	}
-	if (s->closed)
-		return;
-	flush(s);
-	/* Last: letting go may close the connection once the replies are out. */
-	if (!s->npend && s->io.busy)
-		s->io.busy(s->io.ctx, false);
-}
-
-/* ---- the session ---- */
 
 static void format_stats(struct sink *o, struct kv_sess *s, struct kv_snap *snaps)
 {
@@ -675,10 +367,10 @@ static void format_stats(struct sink *o, struct kv_sess *s, struct kv_snap *snap
 #define STAT(name, fmt, val)                                                                   \
 	do {                                                                                   \
 		n = snprintf(line, sizeof(line), "STAT %s " fmt "\r\n", name, val);              \
-		put(o, line, (size_t)n);                                                       \
+		kv_put(o, line, (size_t)n);                                                       \
 	} while (0)
 
-	snapshot(ks, &snaps[ks->id]);
+	kv_snapshot(ks, &snaps[ks->id]);
 	for (unsigned i = 0; i < ks->nshards; i++) {
 		uint64_t *a = (uint64_t *)&sum.st, *b = (uint64_t *)&snaps[i].st;
 
@@ -747,7 +439,7 @@ static void format_stats(struct sink *o, struct kv_sess *s, struct kv_snap *snap
 	puts_(o, "END\r\n");
 }
 
-static void flush(struct kv_sess *s)
+void kv_flush(struct kv_sess *s)
 {
 	while (s->head && s->head->done) {
 		struct kv_pend *p = s->head;
@@ -810,10 +502,10 @@ static void do_get(struct kv_sess *s, const struct kv_cmd *cmd)
 					    .exptime = exptime };
 			struct sink o;
 
-			exec(ks, &r);
+			kv_exec(ks, &r);
 			if (r.item) {
 				o = local_sink(s);
-				format(&o, &r);
+				kv_format(&o, &r);
 			}
 		} else {
 			struct kv_pend *pd = pend_new(s);
@@ -827,11 +519,11 @@ static void do_get(struct kv_sess *s, const struct kv_cmd *cmd)
 						 .hash = hash, .exptime = exptime };
 			memcpy(pd->key, key, nkey);
 			if (dst >= KV_BATCH_SHARDS) {
-				forward(s, pd);
+				kv_forward(s, pd);
 				continue;
 			}
 			/* One message per owner shard: chain its keys, send after the loop. */
-			enqueue_forwarded(s, pd);
+			kv_enqueue_forwarded(s, pd);
 			if (last[dst])
 				last[dst]->bnext = pd;
 			else
@@ -841,7 +533,7 @@ static void do_get(struct kv_sess *s, const struct kv_cmd *cmd)
 	}
 	for (unsigned i = 0; i < KV_BATCH_SHARDS && i < ks->nshards; i++)
 		if (first[i])
-			send_forwarded(s, first[i]);
+			kv_send_forwarded(s, first[i]);
 	reply(s, "END");
 }
 
@@ -859,8 +551,8 @@ static void do_key(struct kv_sess *s, const struct kv_cmd *cmd)
 	if (dst == ks->id) {
 		struct sink o = local_sink(s);
 
-		exec(ks, &r);
-		format(&o, &r);
+		kv_exec(ks, &r);
+		kv_format(&o, &r);
 	} else {
 		struct kv_pend *pd = pend_new(s);
 
@@ -872,7 +564,7 @@ static void do_key(struct kv_sess *s, const struct kv_cmd *cmd)
 		pd->r = r;
 		pd->r.key = pd->key;
 		memcpy(pd->key, cmd->key, cmd->nkey);
-		forward(s, pd);
+		kv_forward(s, pd);
 	}
 }
 
@@ -896,7 +588,7 @@ static void do_all_shards(struct kv_sess *s, const struct kv_cmd *cmd)
 		/* Here first, so a later local set on this connection survives the flush. */
 		struct kv_req r = { .op = KV_C_FLUSH_ALL, .exptime = cmd->delay };
 
-		exec(ks, &r);
+		kv_exec(ks, &r);
 	}
 	for (unsigned i = 0; i < ks->nshards; i++) {
 		struct kv_pend *pd;
@@ -911,14 +603,14 @@ static void do_all_shards(struct kv_sess *s, const struct kv_cmd *cmd)
 		pd->dst = i;
 		pd->r = (struct kv_req){ .op = cmd->type, .exptime = cmd->delay };
 		pd->snaps = snaps;
-		forward(s, pd);
+		kv_forward(s, pd);
 	}
 	if (sum) {
 		sum->stats_sum = true;
 		sum->snaps = snaps;
 		sum->done = true;
-		queue(s, sum);
-		flush(s);
+		kv_queue(s, sum);
+		kv_flush(s);
 	} else if (!cmd->noreply) {
 		reply(s, "OK");
 	}
@@ -1013,13 +705,13 @@ static void finish_storage(struct kv_sess *s)
 		struct sink o = local_sink(s);
 
 		s->item = NULL;
-		exec(ks, &r);
-		format(&o, &r);
+		kv_exec(ks, &r);
+		kv_format(&o, &r);
 	} else {
 		struct kv_pend *pd = s->fwd;
 
 		s->fwd = NULL;
-		forward(s, pd);
+		kv_forward(s, pd);
 	}
 }
 
@@ -1181,7 +873,7 @@ void kv_sess_feed(struct kv_sess *s, const char *p, size_t n)
 			break;
 		}
 	}
-	flush(s);
+	kv_flush(s);
 }
 
 void kv_sess_closed(struct kv_sess *s)
@@ -1199,5 +891,5 @@ void kv_sess_closed(struct kv_sess *s)
 	 * figures are written by them): everything stays until the last reply.
 	 */
 	if (!s->npend)
-		sess_free(s);
+		kv_sess_free(s);
 }
