@@ -147,8 +147,10 @@ static struct vq_buf *take_free(struct vq_pool *p)
 
 struct vq_buf *vq_pool_alloc(struct vq_pool *p)
 {
-	struct vq_buf *b = take_free(p);
+	struct vq_buf *b;
 
+	assert(p->home < 0 || thread_home < 0 || p->home == thread_home);
+	b = take_free(p);
 	if (!b)
 		return NULL;
 	b->state = VQ_BUF_USER;

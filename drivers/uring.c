@@ -517,6 +517,18 @@ static void park_timer_fired(struct vq_driver *d, struct vq_op *op, int res)
 	complete_locally(u, op, -ETIMEDOUT);
 }
 
+/* The read on the doorbell eventfd. A NOP op to queue_op(), so it has its own prep. */
+static int arm_wake(struct uring *u)
+{
+	struct io_uring_sqe *sqe = get_sqe(u);
+
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_read(sqe, u->wake_fd, &u->wake_val, sizeof(u->wake_val), 0);
+	io_uring_sqe_set_data(sqe, &u->wake_op);
+	return 0;
+}
+
 static void handle_cqe(struct vq_driver *d, struct io_uring_cqe *cqe)
 {
 	struct uring *u = U(d);
@@ -536,7 +548,7 @@ static void handle_cqe(struct vq_driver *d, struct io_uring_cqe *cqe)
 	}
 	if (op == &u->wake_op) {
 		d->st.wakeups++;
-		if (res >= 0 && !op->cancelled && queue_op(d, op) == 0)
+		if (res >= 0 && !op->cancelled && arm_wake(u) == 0)
 			return;
 		op->inflight = 0;
 		d->inflight--;
@@ -864,12 +876,7 @@ static int uring_init(struct vq_driver *d, const struct vq_driver_params *params
 		return ret;
 	}
 	vq_op_prep(&u->wake_op, VQ_OP_NOP, u->wake_fd, NULL, NULL);
-	{
-		struct io_uring_sqe *sqe = get_sqe(u);
-
-		io_uring_prep_read(sqe, u->wake_fd, &u->wake_val, sizeof(u->wake_val), 0);
-		io_uring_sqe_set_data(sqe, &u->wake_op);
-	}
+	arm_wake(u); /* a fresh ring has room */
 	u->wake_op.inflight = 1;
 	d->inflight++;
 	d->internal++;

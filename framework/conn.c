@@ -141,7 +141,7 @@ static void finish_close(struct vq_conn *c)
 
 static bool conn_idle(const struct vq_conn *c)
 {
-	return !c->in.bytes && !c->out.head && !(c->flags & VQ_CONN_TX);
+	return !c->in.bytes && !c->out.head && !(c->flags & VQ_CONN_TX) && !c->holds;
 }
 
 /*
@@ -173,8 +173,8 @@ static void progress(struct vq_conn *c)
 			d->ops->cancel(d, &c->tx);
 	} else if (c->flags & VQ_CONN_CLOSING) {
 		start_tx(c);
-		if (c->out.head || c->flags & VQ_CONN_TX)
-			return; /* flush first */
+		if (c->out.head || c->flags & VQ_CONN_TX || c->holds)
+			return; /* flush first, and wait for replies the app still owes */
 	} else {
 		start_tx(c);
 		return;
@@ -377,6 +377,12 @@ int vq_conn_write_copy(struct vq_conn *c, const void *data, size_t n)
 	while ((b = vq_bufq_pop(&q)))
 		vq_conn_write(c, b);
 	return 0;
+}
+
+void vq_conn_unhold(struct vq_conn *c)
+{
+	if (c->holds && !--c->holds)
+		progress(c);
 }
 
 /* Both only mark the connection and move it on: the fd closes through the ring, later. */

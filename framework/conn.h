@@ -36,6 +36,7 @@ struct vq_conn {
 	uint64_t last_active_ns;
 	int fd;
 	uint32_t flags;
+	uint32_t holds;           /* app replies still being produced: see vq_conn_hold */
 	int error;                /* why it closed, -errno; 0 = orderly */
 	_Alignas(16) unsigned char app[]; /* service.conn_size bytes of app state */
 };
@@ -61,6 +62,19 @@ int vq_conn_write(struct vq_conn *c, struct vq_buf *buf);
  * or -ENOBUFS when the pool is empty (nothing is queued then).
  */
 int vq_conn_write_copy(struct vq_conn *c, const void *data, size_t n);
+
+/*
+ * The app still owes replies that are not queued yet (e.g. waiting on another
+ * shard). While holds are taken, an orderly close (peer EOF, vq_conn_close,
+ * shutdown drain) waits; an abort does not. vq_conn_unhold drops one and moves
+ * a closing connection on.
+ */
+static inline void vq_conn_hold(struct vq_conn *c)
+{
+	c->holds++;
+}
+
+void vq_conn_unhold(struct vq_conn *c);
 
 /* Close after the queued output is sent. */
 void vq_conn_close(struct vq_conn *c);

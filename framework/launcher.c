@@ -21,6 +21,7 @@
 #include "cfgpub.h"
 #include "listener.h"
 #include "log.h"
+#include "msg_internal.h"
 #include "sdnotify.h"
 #include "shard.h"
 #include "startup.h"
@@ -36,6 +37,7 @@ struct vq_runtime {
 	struct vq_cfg_pub pub;         /* the snapshots shards read */
 	struct vq_coremap map;
 	struct vq_shard *shards;
+	struct vq_mesh *mesh;
 	int nshards;
 	int sigfd;
 	struct vq_op sig_op;
@@ -68,6 +70,10 @@ static void usage(FILE *out, const char *prog, const struct vq_service *svc)
 
 static void stop_all(struct vq_runtime *rt)
 {
+	if (rt->mesh) {
+		vq_mesh_stop(rt->mesh); /* safe against shards that are finishing meanwhile */
+		return;
+	}
 	for (int i = 0; i < rt->nshards; i++)
 		vq_shard_request_stop(&rt->shards[i]);
 }
@@ -561,6 +567,17 @@ int vq_main(int argc, char **argv, const struct vq_service *svc)
 		vq_err("out of memory");
 		return 1;
 	}
+	for (int i = 0; i < rt->nshards; i++) {
+		rt->shards[i].id = i;
+		rt->shards[i].cpu = rt->map.place[i].cpu;
+	}
+	/* The rings exist before any shard runs, so a shard may send from its first turn. */
+	ret = vq_mesh_create(&rt->mesh, rt->shards, (unsigned)rt->nshards, 0);
+	if (ret) {
+		vq_err("message rings for %d shards: %s", rt->nshards, strerror(-ret));
+		free(rt->shards);
+		return 1;
+	}
 	pthread_mutex_init(&rt->mu, NULL);
 	pthread_condattr_t ca;
 
@@ -578,8 +595,6 @@ int vq_main(int argc, char **argv, const struct vq_service *svc)
 	for (int i = 0; i < rt->nshards; i++) {
 		struct vq_shard *s = &rt->shards[i];
 
-		s->id = i;
-		s->cpu = rt->map.place[i].cpu;
 		s->rt = rt;
 		s->svc = svc;
 		s->cfg_pub = &rt->pub; /* the thread picks its snapshot before set-up */
@@ -587,6 +602,9 @@ int vq_main(int argc, char **argv, const struct vq_service *svc)
 		ret = pthread_create(&s->thread, NULL, shard_thread, s);
 		if (ret) {
 			vq_err("starting shard %d: %s", i, strerror(ret));
+			/* The shards without a thread leave the mesh so the others can stop. */
+			for (int j = i; j < rt->nshards; j++)
+				vq_msg_shard_exit(&rt->shards[j]);
 			rt->nshards = i;
 			stop_all(rt);
 			status = 1;
@@ -614,6 +632,7 @@ int vq_main(int argc, char **argv, const struct vq_service *svc)
 		status |= rt->shards[i].exit_status;
 	}
 	close(rt->sigfd);
+	vq_mesh_destroy(rt->mesh);
 	free(rt->shards);
 	vq_cfg_pub_fini(&rt->pub);
 	vq_coremap_free(&rt->map);

@@ -17,6 +17,7 @@
 #include "driver_select.h"
 #include "listener.h"
 #include "log.h"
+#include "msg_internal.h"
 #include "shard.h"
 
 static __thread struct vq_shard *self;
@@ -148,6 +149,8 @@ int vq_shard_setup(struct vq_shard *s, bool listen)
 			return ret;
 	}
 	s->state = VQ_SHARD_RUNNING;
+	if (s->mesh)
+		vq_msg_shard_ready(s);
 	return 0;
 }
 
@@ -209,10 +212,14 @@ void vq_shard_turn(struct vq_shard *s, int64_t timeout_ns)
 		if (timeout_ns < 0 || until < timeout_ns)
 			timeout_ns = until;
 	}
+	if (s->mesh)
+		timeout_ns = vq_msg_before_wait(s, timeout_ns); /* publish, then maybe park */
 	ret = s->drv.ops->wait(&s->drv, timeout_ns);
 	if (ret < 0)
 		vq_err("driver wait: %s", strerror(-ret));
 	s->now_ns = vq_clock_ns();
+	if (s->mesh)
+		vq_msg_after_wait(s); /* unpark, run inbound messages */
 	vq_timer_heap_run(&s->timers, s->now_ns);
 	took = vq_clock_ns() - s->now_ns;
 	s->st.iterations++;
@@ -233,14 +240,17 @@ static void debug_stall(struct vq_shard *s)
 
 static bool stopped(struct vq_shard *s)
 {
+	bool done;
+
 	if (atomic_load_explicit(&s->stop_requested, memory_order_acquire) &&
 	    s->state == VQ_SHARD_RUNNING)
 		begin_stop(s);
 	if (s->state == VQ_SHARD_DRAINING && !s->nconns)
 		s->state = VQ_SHARD_CLOSING;
-	/* Done when only the driver's own ops are left. */
-	return s->state == VQ_SHARD_CLOSING && !s->nconns && s->listen_fd < 0 &&
+	/* Done when only the driver's own ops are left, and (mesh) every shard is done with us. */
+	done = s->state == VQ_SHARD_CLOSING && !s->nconns && s->listen_fd < 0 &&
 	       s->drv.inflight == s->drv.internal;
+	return s->mesh ? vq_msg_may_stop(s, done) : done;
 }
 
 int vq_shard_run(struct vq_shard *s)
@@ -260,6 +270,8 @@ int vq_shard_teardown(struct vq_shard *s)
 	uint32_t missing;
 	int status = 0;
 
+	if (s->mesh)
+		vq_msg_shard_exit(s);
 	vq_timer_disarm(s, &s->drain_deadline);
 	vq_timer_disarm(s, &s->drain_sweep);
 	vq_timer_disarm(s, &s->accept_retry);

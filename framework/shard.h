@@ -16,6 +16,7 @@
 struct vq_conn;
 struct vq_runtime;
 struct vq_cfg_pub;
+struct vq_mesh;
 
 /* Deferred work: runs on the shard at the start of its next loop iteration. */
 struct vq_task {
@@ -50,6 +51,7 @@ struct vq_shard {
 	int cpu;
 	int node;
 	struct vq_runtime *rt;
+	struct vq_mesh *mesh;     /* message rings to the other shards; NULL = none */
 	const struct vq_service *svc;
 	const struct vq_config *cfg;  /* this shard's snapshot; changes only between turns */
 	struct vq_cfg_pub *cfg_pub;   /* where reloads are published (NULL: cfg is fixed) */

@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef KV_KV_H
+#define KV_KV_H
+
+/*
+ * veloq-kv's connection sessions and sharding. A session turns a byte stream
+ * into memcached requests and writes their replies in request order; each
+ * key's request runs on the key's owner shard, locally or over the message
+ * rings. Everything here runs on the thread of the shard named in the call.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto.h"
+#include "shard.h"
+#include "store.h"
+
+/* The [kv] section of the config file. */
+struct kv_config {
+	uint64_t memory;      /* item memory per shard */
+	uint64_t max_value;   /* largest value a client may store */
+	uint64_t max_pending; /* forwarded requests one connection may have in flight */
+};
+
+struct kv_pend;
+struct kv_outbox;
+
+/* One shard's kv state: vq_shard.app. */
+struct kv_shard {
+	struct vq_shard *vs;     /* NULL when a unit test drives the session by hand */
+	unsigned id, nshards;
+	const struct kv_config *cfg;
+	struct kv_store store;
+	int64_t now;             /* unix seconds when vs is NULL (tests set it) */
+	int64_t start_time;
+	uint64_t curr_conns, total_conns;
+	uint64_t forwarded;      /* requests sent to other shards */
+	uint64_t served_remote;  /* requests run here for other shards */
+	uint64_t queue_waits;    /* times a full message queue made a request wait */
+	uint64_t pool_waits;     /* times replies waited for pool buffers (main.c) */
+	struct kv_outbox *out;   /* [nshards]: work waiting for room in a queue */
+};
+
+/* Set up a shard's state; vs may be NULL (unit tests: one shard, time from ks->now). */
+int kv_shard_init(struct kv_shard *ks, struct vq_shard *vs, unsigned id, unsigned nshards,
+		  const struct kv_config *cfg);
+void kv_shard_fini(struct kv_shard *ks);
+
+/*
+ * Where a session's replies go. write() returns 0 or -errno (the session then
+ * stops reading); flush() (may be NULL) ends a batch of writes: what was written
+ * should go out now; close() is asked for once after the last reply of a
+ * session that quit or broke the protocol.
+ */
+struct kv_io {
+	int (*write)(void *ctx, const void *data, size_t n);
+	void (*close)(void *ctx);
+	void (*flush)(void *ctx);
+	/* May be NULL: told when replies start (true) and stop (false) waiting on other shards. */
+	void (*busy)(void *ctx, bool busy);
+	void *ctx;
+};
+
+enum kv_pstate { KV_S_LINE, KV_S_DATA, KV_S_SWALLOW, KV_S_SWALLOW_LINE, KV_S_DONE };
+
+struct kv_sess {
+	struct kv_shard *ks;
+	struct kv_io io;
+	bool closed;             /* the connection is gone: waiting only for forwarded replies */
+	bool closing;            /* quit or fatal error: close once the replies are out */
+	enum kv_pstate state;
+	/* A command line that spans input buffers. */
+	char *line;
+	size_t nline, capline;
+	/* The data block of a storage command in progress. */
+	struct kv_cmd cmd;
+	struct kv_item *item;    /* local owner: the item being filled */
+	struct kv_pend *fwd;     /* remote owner: the request whose staging buffer is filled */
+	uint8_t *dst;
+	uint64_t want, got;
+	uint64_t swallow;
+	/* Replies not yet written, oldest first. */
+	struct kv_pend *head, *tail;
+	unsigned npend;          /* of which forwarded and unanswered */
+};
+
+/* A session for a new connection (heap-allocated), or NULL when out of memory. */
+struct kv_sess *kv_sess_new(struct kv_shard *ks, const struct kv_io *io);
+
+/* Feed received bytes; all of them are consumed (copied where they must outlive the call). */
+void kv_sess_feed(struct kv_sess *s, const char *p, size_t n);
+
+/*
+ * The connection is gone: no more writes. The session is freed now, or, with
+ * forwarded requests in flight, when the last of their replies comes back.
+ */
+void kv_sess_closed(struct kv_sess *s);
+
+/*
+ * Has the session as many forwarded requests in flight as kv.max_pending? Then
+ * its connection should read no more input until io.busy(false) says they are
+ * all answered: the per-connection bound on queued work.
+ */
+static inline bool kv_sess_saturated(const struct kv_sess *s)
+{
+	return s->npend >= s->ks->cfg->max_pending;
+}
+
+/* Unix seconds for the shard's current loop turn. */
+int64_t kv_now(struct kv_shard *ks);
+
+#endif

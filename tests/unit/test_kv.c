@@ -1,0 +1,608 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * veloq-kv's protocol, store and sessions, driven by hand: one shard, no
+ * sockets, time set by the test. Replies are compared byte for byte with what
+ * memcached sends.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv.h"
+#include "vq_version.h"
+
+struct out {
+	char *p;
+	size_t len, cap;
+	int closed;
+};
+
+static int out_write(void *ctx, const void *d, size_t n)
+{
+	struct out *o = ctx;
+
+	if (o->len + n + 1 > o->cap) {
+		o->cap = (o->len + n + 1) * 2;
+		o->p = realloc(o->p, o->cap);
+	}
+	memcpy(o->p + o->len, d, n);
+	o->len += n;
+	o->p[o->len] = 0;
+	return 0;
+}
+
+static void out_close(void *ctx)
+{
+	((struct out *)ctx)->closed++;
+}
+
+static struct kv_config cfg = { .memory = 1 << 20, .max_value = 1 << 20, .max_pending = 64 };
+static struct kv_shard ks;
+static struct out out;
+static struct kv_sess *sess;
+
+static void setup(void)
+{
+	struct kv_io io = { .write = out_write, .close = out_close, .ctx = &out };
+
+	ck_assert_int_eq(kv_shard_init(&ks, NULL, 0, 1, &cfg), 0);
+	ks.now = 1700000000;
+	memset(&out, 0, sizeof(out));
+	sess = kv_sess_new(&ks, &io);
+	ck_assert_ptr_nonnull(sess);
+}
+
+static void teardown(void)
+{
+	kv_sess_closed(sess);
+	kv_shard_fini(&ks);
+	free(out.p);
+	cfg.memory = 1 << 20;
+	cfg.max_value = 1 << 20;
+}
+
+static void feed(const char *s)
+{
+	kv_sess_feed(sess, s, strlen(s));
+}
+
+/* Feed a request and check the whole reply it produced. */
+static void expect(const char *req, const char *rep)
+{
+	size_t before = out.len;
+
+	kv_sess_feed(sess, req, strlen(req));
+	ck_assert_msg(out.len - before == strlen(rep) && !memcmp(out.p + before, rep, strlen(rep)),
+		      "request %s: expected [%s], got [%.*s]", req, rep, (int)(out.len - before),
+		      out.p ? out.p + before : "");
+}
+
+START_TEST(test_set_get)
+{
+	expect("set a 5 0 3\r\nabc\r\n", "STORED\r\n");
+	expect("get a\r\n", "VALUE a 5 3\r\nabc\r\nEND\r\n");
+	expect("get nope\r\n", "END\r\n");
+	expect("get a nope a\r\n", "VALUE a 5 3\r\nabc\r\nVALUE a 5 3\r\nabc\r\nEND\r\n");
+	expect("set a 4294967295 0 0\r\n\r\n", "STORED\r\n");
+	expect("get a\r\n", "VALUE a 4294967295 0\r\n\r\nEND\r\n");
+	/* bare \n line endings are accepted like memcached does */
+	expect("set b 0 0 1\nx\r\nget b\n", "STORED\r\nVALUE b 0 1\r\nx\r\nEND\r\n");
+}
+END_TEST
+
+START_TEST(test_gets_cas)
+{
+	uint64_t cas;
+	char req[128], rep[128];
+
+	expect("set k 0 0 1\r\n1\r\n", "STORED\r\n");
+	feed("gets k\r\n");
+	ck_assert_int_eq(sscanf(out.p, "STORED\r\nVALUE k 0 1 %lu", &cas), 1);
+	snprintf(req, sizeof(req), "cas k 7 0 1 %lu\r\n2\r\n", cas + 1);
+	expect(req, "EXISTS\r\n");
+	snprintf(req, sizeof(req), "cas k 7 0 1 %lu\r\n2\r\n", cas);
+	expect(req, "STORED\r\n");
+	expect(req, "EXISTS\r\n");
+	expect("cas nokey 0 0 1 1\r\nx\r\n", "NOT_FOUND\r\n");
+	snprintf(req, sizeof(req), "gets k\r\n");
+	snprintf(rep, sizeof(rep), "VALUE k 7 1 %lu\r\n2\r\nEND\r\n", cas + 1);
+	expect(req, rep);
+	expect("cas k 0 0 1 1 noreply\r\nx\r\n", "");
+	expect("cas k 0 0 1\r\nx\r\n", "ERROR\r\nERROR\r\n");
+}
+END_TEST
+
+START_TEST(test_add_replace_append_prepend)
+{
+	expect("add x 1 0 1\r\na\r\n", "STORED\r\n");
+	expect("add x 1 0 1\r\nb\r\n", "NOT_STORED\r\n");
+	expect("replace y 1 0 1\r\nb\r\n", "NOT_STORED\r\n");
+	expect("replace x 2 0 1\r\nb\r\n", "STORED\r\n");
+	expect("append x 9 0 2\r\ncd\r\n", "STORED\r\n");
+	expect("prepend x 9 0 2\r\n01\r\n", "STORED\r\n");
+	expect("get x\r\n", "VALUE x 2 5\r\n01bcd\r\nEND\r\n");
+	expect("append nope 0 0 1\r\na\r\n", "NOT_STORED\r\n");
+	expect("prepend nope 0 0 1\r\na\r\n", "NOT_STORED\r\n");
+}
+END_TEST
+
+START_TEST(test_delete_touch)
+{
+	expect("set d 0 0 1\r\n1\r\n", "STORED\r\n");
+	expect("delete d\r\n", "DELETED\r\n");
+	expect("delete d\r\n", "NOT_FOUND\r\n");
+	expect("set d 0 0 1\r\n1\r\n", "STORED\r\n");
+	expect("delete d 0\r\n", "DELETED\r\n");
+	expect("delete d 5\r\n",
+	       "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n");
+	expect("set d 0 0 1 noreply\r\n1\r\ndelete d noreply\r\nget d\r\n", "END\r\n");
+	expect("touch d 10\r\n", "NOT_FOUND\r\n");
+	expect("set d 0 100 1\r\n1\r\n", "STORED\r\n");
+	expect("touch d 10\r\n", "TOUCHED\r\n");
+	ks.now += 11;
+	expect("get d\r\n", "END\r\n");
+	expect("touch d x\r\n", "CLIENT_ERROR invalid exptime argument\r\n");
+}
+END_TEST
+
+START_TEST(test_incr_decr)
+{
+	expect("set n 0 0 2\r\n10\r\n", "STORED\r\n");
+	expect("incr n 5\r\n", "15\r\n");
+	expect("decr n 100\r\n", "0\r\n");
+	expect("set n 0 0 20\r\n18446744073709551615\r\n", "STORED\r\n");
+	expect("incr n 2\r\n", "1\r\n"); /* wraps at 2^64 */
+	expect("get n\r\n", "VALUE n 0 1\r\n1\r\nEND\r\n");
+	expect("incr n 18446744073709551615\r\n", "0\r\n");
+	expect("incr nope 1\r\n", "NOT_FOUND\r\n");
+	expect("decr nope 1\r\n", "NOT_FOUND\r\n");
+	expect("set s 0 0 2\r\nab\r\n", "STORED\r\n");
+	expect("incr s 1\r\n", "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n");
+	expect("incr n -1\r\n", "CLIENT_ERROR invalid numeric delta argument\r\n");
+	expect("incr n 18446744073709551616\r\n", "CLIENT_ERROR invalid numeric delta argument\r\n");
+	expect("incr n 1 noreply\r\n", "");
+	expect("get n\r\n", "VALUE n 0 1\r\n1\r\nEND\r\n");
+}
+END_TEST
+
+START_TEST(test_expiry)
+{
+	char req[64];
+
+	expect("set e 0 10 1\r\nx\r\n", "STORED\r\n");
+	ks.now += 9;
+	expect("get e\r\n", "VALUE e 0 1\r\nx\r\nEND\r\n");
+	ks.now += 1;
+	expect("get e\r\n", "END\r\n");
+	expect("set e 0 -1 1\r\nx\r\n", "STORED\r\n");
+	expect("get e\r\n", "END\r\n");
+	/* beyond 30 days: an absolute unix time */
+	snprintf(req, sizeof(req), "set e 0 %ld 1\r\nx\r\n", (long)ks.now + 5);
+	expect(req, "STORED\r\n");
+	expect("get e\r\n", "VALUE e 0 1\r\nx\r\nEND\r\n");
+	ks.now += 5;
+	expect("get e\r\n", "END\r\n");
+	snprintf(req, sizeof(req), "set e 0 %ld 1\r\nx\r\n", (long)ks.now - 5);
+	expect(req, "STORED\r\n");
+	expect("get e\r\n", "END\r\n");
+	expect("set e 0 2592000 1\r\nx\r\n", "STORED\r\n");
+	ks.now += 2591999;
+	expect("get e\r\n", "VALUE e 0 1\r\nx\r\nEND\r\n");
+	/* gat sets a new expiry while reading */
+	expect("gat 5 e\r\n", "VALUE e 0 1\r\nx\r\nEND\r\n");
+	ks.now += 5;
+	expect("gats 5 e\r\n", "END\r\n");
+	expect("gat x e\r\n", "CLIENT_ERROR invalid exptime argument\r\n");
+	expect("gat 1\r\n", "END\r\n");
+}
+END_TEST
+
+START_TEST(test_flush_all)
+{
+	expect("set f 0 0 1\r\nx\r\n", "STORED\r\n");
+	expect("flush_all\r\n", "OK\r\n");
+	expect("get f\r\n", "END\r\n");
+	expect("set f 0 0 1\r\nx\r\n", "STORED\r\n");
+	expect("get f\r\n", "VALUE f 0 1\r\nx\r\nEND\r\n");
+	expect("flush_all 10\r\n", "OK\r\n");
+	ks.now += 9;
+	expect("get f\r\n", "VALUE f 0 1\r\nx\r\nEND\r\n");
+	ks.now += 1;
+	expect("get f\r\n", "END\r\n");
+	expect("flush_all noreply\r\n", "");
+	expect("flush_all 0 noreply\r\n", "");
+	expect("flush_all -1\r\n", "OK\r\n");
+	expect("flush_all x\r\n", "CLIENT_ERROR bad command line format\r\n");
+}
+END_TEST
+
+START_TEST(test_misc_commands)
+{
+	expect("version\r\n", "VERSION 1.6.21-veloq-" VQ_VERSION "\r\n");
+	expect("version foo\r\n", "VERSION 1.6.21-veloq-" VQ_VERSION "\r\n");
+	expect("verbosity 1\r\n", "OK\r\n");
+	expect("verbosity 1 noreply\r\n", "");
+	expect("verbosity\r\n", "ERROR\r\n");
+	expect("verbosity noreply\r\n", "");
+	expect("verbosity 1 2 3\r\n", "ERROR\r\n");
+	expect("bogus\r\n", "ERROR\r\n");
+	expect("\r\n", "ERROR\r\n");
+	expect("GET a\r\n", "ERROR\r\n");
+	expect("get\r\n", "ERROR\r\n");
+	expect("stats detail\r\n", "ERROR\r\n");
+	feed("stats\r\n");
+	ck_assert_ptr_nonnull(strstr(out.p, "STAT curr_items 0\r\n"));
+	ck_assert_ptr_nonnull(strstr(out.p, "STAT shard0:evictions 0\r\n"));
+	ck_assert(out.len >= 5 && !memcmp(out.p + out.len - 5, "END\r\n", 5));
+	ck_assert_int_eq(out.closed, 0);
+	expect("quit\r\nget a\r\n", "");
+	ck_assert_int_eq(out.closed, 1);
+}
+END_TEST
+
+START_TEST(test_bad_keys)
+{
+	char key[300], req[400];
+
+	memset(key, 'k', sizeof(key));
+	snprintf(req, sizeof(req), "set %.250s 0 0 1\r\nx\r\n", key);
+	expect(req, "STORED\r\n");
+	/* 251 bytes: rejected, and its data block skipped so the stream stays in step */
+	snprintf(req, sizeof(req), "set %.251s 0 0 1\r\nx\r\n", key);
+	expect(req, "CLIENT_ERROR bad command line format\r\n");
+	snprintf(req, sizeof(req), "get %.251s\r\n", key);
+	expect(req, "CLIENT_ERROR bad command line format\r\n");
+	snprintf(req, sizeof(req), "get a %.251s\r\n", key);
+	expect(req, "CLIENT_ERROR bad command line format\r\n");
+	expect("set a\x01 0 0 1\r\nx\r\n", "CLIENT_ERROR bad command line format\r\n");
+	expect("get a\tb\r\n", "CLIENT_ERROR bad command line format\r\n");
+	snprintf(req, sizeof(req), "delete %.251s\r\n", key);
+	expect(req, "CLIENT_ERROR bad command line format\r\n");
+	expect("get a\r\n", "END\r\n");
+}
+END_TEST
+
+START_TEST(test_bad_lengths)
+{
+	expect("set a 0 0 -1\r\n", "CLIENT_ERROR bad command line format\r\n");
+	expect("set a 0 0 x\r\n", "CLIENT_ERROR bad command line format\r\n");
+	expect("set a x 0 1\r\nx\r\n", "CLIENT_ERROR bad command line format\r\nERROR\r\n");
+	expect("set a 4294967296 0 1\r\n", "CLIENT_ERROR bad command line format\r\n");
+	expect("set a 0 0\r\n", "ERROR\r\n");
+	expect("set a 0 0 1 noreply extra\r\nx\r\n", "CLIENT_ERROR bad command line format\r\n");
+	/* data longer than declared: the rest of its line is skipped */
+	expect("set a 0 0 3\r\nabcdef\r\nget a\r\n", "CLIENT_ERROR bad data chunk\r\nEND\r\n");
+	/* shorter: the declared bytes run into the next line, which is lost with it */
+	expect("set a 0 0 5\r\nabc\r\nget a\r\nget a\r\n", "CLIENT_ERROR bad data chunk\r\nEND\r\n");
+	/* missing terminator */
+	expect("set a 0 0 3\r\nabcXY", "CLIENT_ERROR bad data chunk\r\n");
+	expect("\r\nget a\r\n", "END\r\n");
+	expect("set a 0 0 3\r\nabc\n\nget a\r\n", "CLIENT_ERROR bad data chunk\r\nEND\r\n");
+	expect("set a 0 0 3 noreply\r\nabcde\r\n", "CLIENT_ERROR bad data chunk\r\n");
+	expect("get a\r\n", "END\r\n");
+}
+END_TEST
+
+START_TEST(test_value_limits)
+{
+	size_t n = 1 << 20;
+	char *big = malloc(n + 64);
+	int h;
+
+	ks.store.limit = 4 << 20;
+	/* exactly the maximum works, spanning many feeds */
+	h = sprintf(big, "set big 0 0 %zu\r\n", n);
+	memset(big + h, 'v', n);
+	memcpy(big + h + n, "\r\n", 2);
+	for (size_t off = 0; off < h + n + 2; off += 16384)
+		kv_sess_feed(sess, big + off, h + n + 2 - off < 16384 ? h + n + 2 - off : 16384);
+	ck_assert_str_eq(out.p, "STORED\r\n");
+	out.len = 0;
+	feed("get big\r\n");
+	ck_assert_uint_eq(out.len, strlen("VALUE big 0 1048576\r\n") + n + 2 + 5);
+	ck_assert(!memcmp(out.p + out.len - 8, "v\r\nEND\r\n", 8));
+	out.len = 0;
+	/* one more byte: refused, and the data skipped */
+	h = sprintf(big, "set big 0 0 %zu\r\n", n + 1);
+	kv_sess_feed(sess, big, (size_t)h);
+	memset(big, 'w', n + 1);
+	memcpy(big + n + 1, "\r\n", 2);
+	kv_sess_feed(sess, big, n + 3);
+	ck_assert_str_eq(out.p, "SERVER_ERROR object too large for cache\r\n");
+	/* as memcached does, a failed set does not leave the old value behind */
+	expect("get big\r\n", "END\r\n");
+	free(big);
+}
+END_TEST
+
+START_TEST(test_line_too_long)
+{
+	char line[KV_LINE_MAX + 10];
+
+	memset(line, 'a', sizeof(line));
+	memcpy(line, "set ", 4);
+	kv_sess_feed(sess, line, sizeof(line));
+	ck_assert_str_eq(out.p, "CLIENT_ERROR line too long\r\n");
+	ck_assert_int_eq(out.closed, 1);
+	expect("get a\r\n", ""); /* nothing more is read */
+}
+END_TEST
+
+START_TEST(test_line_too_long_in_pieces)
+{
+	char line[600];
+	int i;
+
+	memset(line, 'a', sizeof(line));
+	memcpy(line, "get ", 4);
+	/* a retrieval line may be longer, but not without bound */
+	for (i = 0; i < 200 && !out.closed; i++)
+		kv_sess_feed(sess, line, sizeof(line));
+	ck_assert_int_eq(out.closed, 1);
+	ck_assert_int_gt(i * 600, KV_GETLINE_MAX);
+	ck_assert_int_le(i * 600, KV_GETLINE_MAX + 600);
+	ck_assert_str_eq(out.p, "CLIENT_ERROR line too long\r\n");
+}
+END_TEST
+
+START_TEST(test_long_get_line)
+{
+	char line[KV_LINE_MAX * 3];
+	size_t n = 0;
+
+	expect("set k1 0 0 1\r\n1\r\n", "STORED\r\n");
+	n += (size_t)sprintf(line, "get");
+	while (n < KV_LINE_MAX * 2)
+		n += (size_t)sprintf(line + n, " k1");
+	n += (size_t)sprintf(line + n, "\r\n");
+	out.len = 0;
+	kv_sess_feed(sess, line, n / 2);
+	kv_sess_feed(sess, line + n / 2, n - n / 2);
+	ck_assert_int_eq(out.closed, 0);
+	ck_assert(out.len > 5 && !memcmp(out.p + out.len - 5, "END\r\n", 5));
+}
+END_TEST
+
+/* A session touching every command; replies are deterministic (no cas values). */
+static const char session[] =
+	"set a 1 0 3\r\nabc\r\n"
+	"get a b\r\n"
+	"add a 0 0 1\r\nz\r\n"
+	"add b 2 0 2\r\nbb\r\n"
+	"replace b 3 0 1\r\nB\r\n"
+	"append a 0 0 2\r\nde\r\n"
+	"prepend a 0 0 1\r\n_\r\n"
+	"get a b\r\n"
+	"set n 0 0 2 noreply\r\n41\r\n"
+	"incr n 1\r\ndecr n 50\r\n"
+	"touch a 100\r\n"
+	"gat 0 a\r\n"
+	"delete b\r\ndelete b noreply\r\n"
+	"bogus command\r\n"
+	"set x 0 0 2\r\nxyz\r\n"
+	"set y 0 0 -3\r\n"
+	"verbosity 0\r\n"
+	"set big 0 0 1980\r\n"
+	"0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567"
+	"8901234567890123456789012345678901234567890123456789012345678901234567890123456789012345"
+	"6789012345678901234567890123456789012345678901234567890123456789012345678901234567890123"
+	"4567890123456789012345678901234567890123456789012345678901234567890123456789012345678901"
+	"2345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
+	"0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567"
+	"8901234567890123456789012345678901234567890123456789012345678901234567890123456789012345"
+	"6789012345678901234567890123456789012345678901234567890123456789012345678901234567890123"
+	"4567890123456789012345678901234567890123456789012345678901234567890123456789012345678901"
+	"2345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
+	"0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567"
+	"8901234567890123456789012345678901234567890123456789012345678901234567890123456789012345"
+	"6789012345678901234567890123456789012345678901234567890123456789012345678901234567890123"
+	"4567890123456789012345678901234567890123456789012345678901234567890123456789012345678901"
+	"2345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
+	"0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567"
+	"8901234567890123456789012345678901234567890123456789012345678901234567890123456789012345"
+	"6789012345678901234567890123456789012345678901234567890123456789012345678901234567890123"
+	"4567890123456789012345678901234567890123456789012345678901234567890123456789012345678901"
+	"2345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
+	"0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567"
+	"8901234567890123456789012345678901234567890123456789012345678901234567890123456789012345"
+	"67890123456789012345678901234567890123456789\r\n"
+	"get big\r\n"
+	"flush_all\r\n"
+	"get a n\r\n"
+	"quit\r\n";
+
+static char *run_session(const size_t *cuts, size_t ncuts, int *closed)
+{
+	struct kv_shard k;
+	struct out o = { 0 };
+	struct kv_io io = { .write = out_write, .close = out_close, .ctx = &o };
+	struct kv_sess *s;
+	size_t pos = 0, len = sizeof(session) - 1;
+
+	ck_assert_int_eq(kv_shard_init(&k, NULL, 0, 1, &cfg), 0);
+	k.now = 1700000000;
+	s = kv_sess_new(&k, &io);
+	for (size_t i = 0; i <= ncuts; i++) {
+		size_t end = i < ncuts ? cuts[i] : len;
+
+		kv_sess_feed(s, session + pos, end - pos);
+		pos = end;
+	}
+	kv_sess_closed(s);
+	kv_shard_fini(&k);
+	*closed = o.closed;
+	return o.p;
+}
+
+START_TEST(test_every_boundary)
+{
+	int closed;
+	char *whole = run_session(NULL, 0, &closed);
+	size_t len = sizeof(session) - 1;
+
+	ck_assert_int_eq(closed, 1);
+	ck_assert_ptr_nonnull(strstr(whole, "VALUE a 1 6\r\n_abcde\r\nVALUE b 3 1\r\nB\r\nEND\r\n"));
+	ck_assert_ptr_nonnull(strstr(whole, "42\r\n0\r\nTOUCHED\r\n"));
+	ck_assert_ptr_nonnull(strstr(whole, "ERROR\r\nCLIENT_ERROR bad data chunk\r\n"
+					    "CLIENT_ERROR bad command line format\r\nOK\r\n"));
+	ck_assert_ptr_nonnull(strstr(whole, "STORED\r\nVALUE big 0 1980\r\n0123"));
+	ck_assert_msg(strlen(whole) > 9 && !strcmp(whole + strlen(whole) - 9, "OK\r\nEND\r\n"),
+		      "%s", whole);
+	/* split in two at every offset */
+	for (size_t cut = 1; cut < len; cut++) {
+		char *r = run_session(&cut, 1, &closed);
+
+		ck_assert_msg(!strcmp(r, whole), "split at %zu differs", cut);
+		ck_assert_int_eq(closed, 1);
+		free(r);
+	}
+	/* and one byte at a time */
+	{
+		size_t *cuts = malloc(len * sizeof(*cuts));
+		char *r;
+
+		for (size_t i = 0; i < len - 1; i++)
+			cuts[i] = i + 1;
+		r = run_session(cuts, len - 1, &closed);
+		ck_assert_str_eq(r, whole);
+		free(r);
+		free(cuts);
+	}
+	free(whole);
+}
+END_TEST
+
+START_TEST(test_store_eviction)
+{
+	struct kv_store st;
+	char key[32];
+	int stored = 0;
+	int64_t now = 1000;
+
+	ck_assert_int_eq(kv_store_init(&st, 64 * 1024), 0);
+	for (int i = 0; i < 1000; i++) {
+		int n = snprintf(key, sizeof(key), "key%d", i);
+		struct kv_item *it = kv_item_alloc(&st, key, (size_t)n, kv_hash(key, (size_t)n), 0,
+						   0, 1000);
+
+		ck_assert_ptr_nonnull(it);
+		memset(kv_item_val(it), 'x', 1000);
+		memcpy(kv_item_val(it) + 1000, "\r\n", 2);
+		ck_assert_int_eq(kv_store_put(&st, KV_SET, it, 0, now), KV_STORED);
+		kv_item_put(&st, it);
+		stored++;
+		ck_assert_uint_le(st.st.bytes, 64 * 1024);
+	}
+	ck_assert_uint_gt(st.st.evictions, 900);
+	ck_assert_uint_eq(st.st.curr_items + st.st.evictions, 1000);
+	/* the newest survive, the oldest went */
+	ck_assert_ptr_nonnull(kv_store_get(&st, "key999", 6, kv_hash("key999", 6), now, false, 0));
+	ck_assert_ptr_null(kv_store_get(&st, "key0", 4, kv_hash("key0", 4), now, false, 0));
+	/* larger than the whole limit: refused */
+	ck_assert_ptr_null(kv_item_alloc(&st, "k", 1, kv_hash("k", 1), 0, 0, 65 * 1024));
+	kv_store_fini(&st);
+}
+END_TEST
+
+START_TEST(test_store_lent_items)
+{
+	struct kv_store st;
+	struct kv_item *it, *lent;
+
+	ck_assert_int_eq(kv_store_init(&st, 1 << 20), 0);
+	it = kv_item_alloc(&st, "k", 1, kv_hash("k", 1), 0, 0, 1);
+	memcpy(kv_item_val(it), "1\r\n", 3);
+	kv_store_put(&st, KV_SET, it, 0, 1);
+	kv_item_put(&st, it);
+	lent = kv_store_get(&st, "k", 1, kv_hash("k", 1), 1, false, 0);
+	lent->refs++; /* as a borrower on another shard would hold it */
+	ck_assert_int_eq(kv_store_delete(&st, "k", 1, kv_hash("k", 1), 1), KV_DELETED);
+	ck_assert_uint_eq(st.st.curr_items, 0);
+	ck_assert_uint_gt(st.st.bytes, 0);      /* still lent: still counted */
+	ck_assert(!memcmp(kv_item_val(lent), "1\r\n", 3));
+	kv_item_put(&st, lent);                 /* the release message */
+	ck_assert_uint_eq(st.st.bytes, 0);
+	/* a lent item left at shutdown is freed with the store (ASan checks) */
+	it = kv_item_alloc(&st, "k", 1, kv_hash("k", 1), 0, 0, 1);
+	memcpy(kv_item_val(it), "1\r\n", 3);
+	kv_store_put(&st, KV_SET, it, 0, 1);
+	it->refs++;
+	kv_item_put(&st, it);
+	kv_store_flush(&st, 0, 1);
+	kv_store_fini(&st);
+}
+END_TEST
+
+START_TEST(test_eviction_via_session)
+{
+	char req[64];
+
+	cfg.memory = 1 << 20;
+	for (int i = 0; i < 2000; i++) {
+		snprintf(req, sizeof(req), "set k%d 0 0 1000 noreply\r\n", i);
+		feed(req);
+		for (int j = 0; j < 10; j++)
+			feed("0123456789012345678901234567890123456789012345678901234567890123456789"
+			     "012345678901234567890123456789");
+		feed("\r\n");
+	}
+	ck_assert_uint_eq(out.len, 0);
+	ck_assert_uint_gt(ks.store.st.evictions, 900);
+	ck_assert_uint_le(ks.store.st.bytes, 1 << 20);
+	expect("get k0\r\n", "END\r\n");
+	feed("get k1999\r\n");
+	ck_assert(out.len > 1000);
+}
+END_TEST
+
+static Suite *kv_suite(void)
+{
+	Suite *s = suite_create("kv");
+	TCase *proto = tcase_create("commands");
+	TCase *bad = tcase_create("malformed input");
+	TCase *split = tcase_create("partial reads");
+	TCase *store = tcase_create("store");
+
+	tcase_add_checked_fixture(proto, setup, teardown);
+	tcase_add_test(proto, test_set_get);
+	tcase_add_test(proto, test_gets_cas);
+	tcase_add_test(proto, test_add_replace_append_prepend);
+	tcase_add_test(proto, test_delete_touch);
+	tcase_add_test(proto, test_incr_decr);
+	tcase_add_test(proto, test_expiry);
+	tcase_add_test(proto, test_flush_all);
+	tcase_add_test(proto, test_misc_commands);
+	suite_add_tcase(s, proto);
+
+	tcase_add_checked_fixture(bad, setup, teardown);
+	tcase_add_test(bad, test_bad_keys);
+	tcase_add_test(bad, test_bad_lengths);
+	tcase_add_test(bad, test_value_limits);
+	tcase_add_test(bad, test_line_too_long);
+	tcase_add_test(bad, test_line_too_long_in_pieces);
+	tcase_add_test(bad, test_long_get_line);
+	suite_add_tcase(s, bad);
+
+	tcase_add_test(split, test_every_boundary);
+	tcase_set_timeout(split, 60);
+	suite_add_tcase(s, split);
+
+	tcase_add_checked_fixture(store, setup, teardown);
+	tcase_add_test(store, test_store_eviction);
+	tcase_add_test(store, test_store_lent_items);
+	tcase_add_test(store, test_eviction_via_session);
+	suite_add_tcase(s, store);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(kv_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
