@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 #include "op.h"
 #include "pool.h"
 
@@ -74,7 +75,23 @@ struct vq_driver {
 	uint32_t zc_min;         /* SEND_ZC below this many bytes is a plain send */
 	char features[160];      /* one line for the start-up log */
 	void *impl;
+	/*
+	 * If set, wait() stores CLOCK_MONOTONIC ns here when the kernel returns and
+	 * before any completion runs, so callbacks see the time after the sleep.
+	 */
+	uint64_t *clock;
 };
+
+/* For drivers: refresh d->clock, if the owner asked for one. */
+static inline void vq_driver_tick(struct vq_driver *d)
+{
+	struct timespec ts;
+
+	if (!d->clock)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	*d->clock = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 /*
  * SEND_ZC threshold default. Zero copy pins pages and costs a second

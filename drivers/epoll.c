@@ -710,6 +710,7 @@ static int ep_wait(struct vq_driver *d, int64_t timeout_ns)
 	n = epoll_pwait2(e->epfd, evs, MAX_EVENTS, tsp, NULL);
 	if (n < 0 && errno != EINTR)
 		return -errno;
+	vq_driver_tick(d);
 	for (int i = 0; i < n; i++) {
 		int fd = evs[i].data.fd;
 		struct fdw *f;

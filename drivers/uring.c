@@ -649,6 +649,7 @@ static int uring_wait(struct vq_driver *d, int64_t timeout_ns)
 	}
 	if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY)
 		return ret;
+	vq_driver_tick(d);
 	return deliver(d);
 }
 

@@ -222,10 +222,13 @@ static void rx_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
 	} else if (deliver && !(c->flags & VQ_CONN_ABORT)) {
 		s->svc->on_data(c);
 	}
-	if (c->flags & VQ_CONN_EOF && !(c->flags & VQ_CONN_ABORT)) {
-		drop_queue(&c->in); /* a request cut short by EOF has no one to answer */
+	/*
+	 * The peer is done sending: close once the answers are out. Input the app
+	 * left queued stays until then (it may be complete requests held back by
+	 * back-pressure); the close drops whatever is still unconsumed.
+	 */
+	if (c->flags & VQ_CONN_EOF && !(c->flags & VQ_CONN_ABORT))
 		c->flags |= VQ_CONN_CLOSING;
-	}
 	progress(c);
 }
 

@@ -130,6 +130,7 @@ int vq_shard_setup(struct vq_shard *s, bool listen)
 			     sizeof(s->error));
 	if (ret)
 		return ret;
+	s->drv.clock = &s->now_ns; /* completions see the time after the sleep, not before */
 	/* The probed features once at info (they are the same on every shard), then per shard. */
 	vq_log(s->id == 0 ? VQ_LOG_INFO : VQ_LOG_DEBUG, "cpu %d node %d, %s %s, pool %u x %u%s",
 	       s->cpu, s->node, s->drv.ops->name, s->drv.features, pp.count, pp.size,
@@ -214,10 +215,10 @@ void vq_shard_turn(struct vq_shard *s, int64_t timeout_ns)
 	}
 	if (s->mesh)
 		timeout_ns = vq_msg_before_wait(s, timeout_ns); /* publish, then maybe park */
-	ret = s->drv.ops->wait(&s->drv, timeout_ns);
+	ret = s->drv.ops->wait(&s->drv, timeout_ns); /* refreshes s->now_ns before completions */
 	if (ret < 0)
 		vq_err("driver wait: %s", strerror(-ret));
-	s->now_ns = vq_clock_ns();
+	s->now_ns = vq_clock_ns(); /* and again after them, for the timers */
 	if (s->mesh)
 		vq_msg_after_wait(s); /* unpark, run inbound messages */
 	vq_timer_heap_run(&s->timers, s->now_ns);
