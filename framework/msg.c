@@ -242,8 +242,10 @@ static unsigned drain(struct vq_shard *s, unsigned src)
 	bump(&in->received, n);
 	if (atomic_load_explicit(&r->space_wanted, memory_order_seq_cst) &&
 	    atomic_exchange_explicit(&r->space_wanted, 0, memory_order_seq_cst) &&
-	    src != (unsigned)s->id)
+	    src != (unsigned)s->id) {
 		wake(s, &s->mesh->shards[src]);
+		bump(&in->space_wakes, 1);
+	}
 	return n;
 }
 
@@ -301,7 +303,7 @@ void vq_msg_wait_space(struct vq_shard *from, unsigned dst, struct vq_task *t)
 		L(from)->nwaiting++;
 	}
 	o->waiters_tail = t;
-	/* The consumer rings us after its next batch; vq_msg_idle() re-checks before we sleep. */
+	/* The consumer rings us after its next batch; vq_msg_idle() re-arms before we sleep. */
 	atomic_store_explicit(&o->ring->space_wanted, 1, memory_order_seq_cst);
 }
 
@@ -314,9 +316,20 @@ bool vq_msg_idle(struct vq_shard *s)
 		if (atomic_load_explicit(&l->in[src].ring->tail, memory_order_seq_cst) !=
 		    l->in[src].head)
 			return false;
-	for (unsigned dst = 0; dst < s->mesh->n && l->nwaiting; dst++)
-		if (l->out[dst].waiters && waiters_may_run(s, &l->out[dst], memory_order_seq_cst))
+	for (unsigned dst = 0; dst < s->mesh->n && l->nwaiting; dst++) {
+		struct vq_msg_out *o = &l->out[dst];
+
+		if (!o->waiters)
+			continue;
+		/*
+		 * Re-arm before every sleep, not once per wait: the consumer may have
+		 * taken the flag for a batch whose room we have already used up, and
+		 * then it would not ring for the next one.
+		 */
+		atomic_store_explicit(&o->ring->space_wanted, 1, memory_order_seq_cst);
+		if (waiters_may_run(s, o, memory_order_seq_cst))
 			return false;
+	}
 	return true;
 }
 

@@ -63,6 +63,7 @@ struct vq_msg_in {
 	uint32_t head;
 	uint32_t tail_cache;
 	_Atomic uint64_t received;
+	_Atomic uint64_t space_wakes; /* doorbells rung for a producer waiting for room */
 };
 
 enum vq_mesh_phase {
