@@ -106,6 +106,12 @@ void vq_msg_flush(struct vq_shard *s)
 	l->ndirty = 0;
 }
 
+/* Queued requests at or below which a producer waiting for space is woken. */
+static inline uint32_t low_water(const struct vq_mesh *m)
+{
+	return (m->slots - m->reserve) / 2;
+}
+
 /* Room for one more message below `limit` used slots; re-reads the consumer only when short. */
 static bool room(struct vq_msg_out *o, uint32_t limit, memory_order mo)
 {
@@ -240,7 +246,9 @@ static unsigned drain(struct vq_shard *s, unsigned src)
 	/* seq_cst: ordered before our read of space_wanted (the producer does the mirror). */
 	atomic_store_explicit(&r->head, in->head, memory_order_seq_cst);
 	bump(&in->received, n);
-	if (atomic_load_explicit(&r->space_wanted, memory_order_seq_cst) &&
+	/* Ring a waiting producer only below the low watermark (see waiters_may_run). */
+	if (in->tail_cache - in->head <= low_water(s->mesh) &&
+	    atomic_load_explicit(&r->space_wanted, memory_order_seq_cst) &&
 	    atomic_exchange_explicit(&r->space_wanted, 0, memory_order_seq_cst) &&
 	    src != (unsigned)s->id) {
 		wake(s, &s->mesh->shards[src]);
@@ -249,12 +257,18 @@ static unsigned drain(struct vq_shard *s, unsigned src)
 	return n;
 }
 
+/*
+ * Space waiters wake only once half the request slots are free again: waking at
+ * the first free slot makes producer and consumer ping-pong a doorbell per
+ * batch. The consumer (drain) rings at the same watermark, and always once it
+ * has emptied the ring, so no wakeup is lost.
+ */
 static bool waiters_may_run(struct vq_shard *s, struct vq_msg_out *o, memory_order mo)
 {
 	struct vq_mesh *m = s->mesh;
 
 	return L(s)->phase >= VQ_MESH_CLOSING ||
-	       (o->calls < m->reserve && room(o, m->slots - m->reserve, mo));
+	       (o->calls < m->reserve && room(o, low_water(m) + 1, mo));
 }
 
 static void run_waiters(struct vq_shard *s, struct vq_msg_out *o)
