@@ -359,6 +359,11 @@ int64_t vq_msg_before_wait(struct vq_shard *s, int64_t timeout_ns)
 		timeout_ns = 0;
 	vq_msg_flush(s);
 	l->unsubmitted = false; /* the wait() that follows submits our doorbells */
+	/* Recent traffic: poll a little longer, a doorbell costs more than a few turns. */
+	if (l->nwaiting)
+		l->busy_ns = s->now_ns;
+	if (s->now_ns - l->busy_ns < s->mesh->poll_ns)
+		timeout_ns = 0;
 	if (timeout_ns == 0)
 		return 0;
 	atomic_store_explicit(&l->parked, 1, memory_order_seq_cst);
@@ -380,7 +385,8 @@ void vq_msg_after_wait(struct vq_shard *s)
 		l->parked_now = false;
 	}
 	for (unsigned src = 0; src < s->mesh->n; src++)
-		drain(s, src);
+		if (drain(s, src))
+			l->busy_ns = s->now_ns;
 	if (l->nwaiting)
 		check_waiters(s);
 }

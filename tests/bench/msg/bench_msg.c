@@ -59,6 +59,7 @@ static double median(double *v, int n)
 /* ---- veloq mesh: two pinned shards -------------------------------------------------- */
 
 static struct vq_shard shards[2];
+static uint64_t poll_ns;     /* vq_mesh_set_poll for the next mesh */
 static struct vq_mesh *mesh;
 static _Atomic int done;
 static struct vq_msg_pair_stats fwd, back; /* 0 -> 1 and 1 -> 0, of the last run */
@@ -73,7 +74,8 @@ static void run_mesh(const struct vq_service *svc)
 		shards[i].svc = svc;
 		shards[i].cfg = &cfg;
 	}
-	if (vq_mesh_create(&mesh, shards, 2, 1024) || vq_mesh_start(mesh)) {
+	if (vq_mesh_create(&mesh, shards, 2, 1024) ||
+	    (vq_mesh_set_poll(mesh, poll_ns), vq_mesh_start(mesh))) {
 		fprintf(stderr, "bench_msg: cannot start two shards on CPUs %d,%d\n", cpu_a, cpu_b);
 		exit(1);
 	}
@@ -130,12 +132,14 @@ static int ow_init(struct vq_shard *s)
 
 static const struct vq_service ow_svc = { .name = "bench", .shard_init = ow_init };
 
-static double oneway(bool unbatch, double *wakes)
+static double oneway(bool unbatch, uint64_t poll, double *wakes)
 {
 	unbatched = unbatch;
+	poll_ns = poll;
 	run_mesh(&ow_svc);
 	/* Sleeps per million messages: doorbells to the consumer plus wakes of the producer. */
 	*wakes = (double)(fwd.doorbells + fwd.full) * 1e6 / (double)count;
+	poll_ns = 0;
 	return (double)count / ((double)(ow_end - ow_start) / 1e9);
 }
 
@@ -351,7 +355,7 @@ int main(int argc, char **argv)
 		"buffers.hugepages=off", "io.ring_entries=64", "log.level=warning",
 	};
 	struct vq_cfg_table t = vq_config_table(&cfg);
-	double batched[16], unbat[16], wb[16], wu[16], ev[16], mq[16], b50[16], b99[16], s50[16], s99[16];
+	double batched[16], unbat[16], polled[16], wb[16], wu[16], wp[16], ev[16], mq[16], b50[16], b99[16], s50[16], s99[16];
 	uint64_t ev_count;
 	char err[256];
 
@@ -379,8 +383,9 @@ int main(int argc, char **argv)
 	vq_log_set_level(VQ_LOG_WARNING);
 	rtt = calloc(samples, sizeof(*rtt));
 	for (int r = 0; r < runs; r++) {
-		batched[r] = oneway(false, &wb[r]);
-		unbat[r] = oneway(true, &wu[r]);
+		batched[r] = oneway(false, 0, &wb[r]);
+		unbat[r] = oneway(true, 0, &wu[r]);
+		polled[r] = oneway(false, 20000, &wp[r]);
 		roundtrip(true, &b50[r], &b99[r]);
 		roundtrip(false, &s50[r], &s99[r]);
 		/* The syscall-per-message baselines get a tenth of the count: same rate, less time. */
@@ -390,21 +395,23 @@ int main(int argc, char **argv)
 		mq[r] = mutex_queue();
 		count = ev_count;
 	}
-	double mb = median(batched, runs), mu = median(unbat, runs), me = median(ev, runs),
+	double mp = median(polled, runs), mb = median(batched, runs), mu = median(unbat, runs), me = median(ev, runs),
 	       mm = median(mq, runs);
 
 	printf("# bench_msg: CPUs %d -> %d, median of %d runs, %lu messages one way, "
 	       "%lu round trips\n\n", cpu_a, cpu_b, runs, (unsigned long)count,
 	       (unsigned long)samples);
-	printf("| one way, messages/s          | M msgs/s | vs eventfd | sleeps per M msgs |\n");
-	printf("|------------------------------|---------:|-----------:|------------------:|\n");
-	printf("| veloq ring, batched          | %8.2f | %9.1fx | %17.0f |\n", mb / 1e6, mb / me,
+	printf("| one way, messages/s            | M msgs/s | vs eventfd | sleeps per M msgs |\n");
+	printf("|--------------------------------|---------:|-----------:|------------------:|\n");
+	printf("| veloq ring, batched            | %8.2f | %9.1fx | %17.0f |\n", mb / 1e6, mb / me,
 	       median(wb, runs));
-	printf("| veloq ring, unbatched        | %8.2f | %9.1fx | %17.0f |\n", mu / 1e6, mu / me,
+	printf("| veloq ring, unbatched          | %8.2f | %9.1fx | %17.0f |\n", mu / 1e6, mu / me,
 	       median(wu, runs));
-	printf("| eventfd write per message    | %8.2f | %9.1fx |                 - |\n", me / 1e6,
+	printf("| veloq ring, batched, 20us poll | %8.2f | %9.1fx | %17.0f |\n", mp / 1e6,
+	       mp / me, median(wp, runs));
+	printf("| eventfd write per message      | %8.2f | %9.1fx |                 - |\n", me / 1e6,
 	       1.0);
-	printf("| mutex + condvar queue        | %8.2f | %9.1fx |                 - |\n\n",
+	printf("| mutex + condvar queue          | %8.2f | %9.1fx |                 - |\n\n",
 	       mm / 1e6, mm / me);
 	printf("| call round trip              | p50 us | p99 us |\n");
 	printf("|------------------------------|-------:|-------:|\n");
