@@ -317,6 +317,7 @@ void vq_msg_wait_space(struct vq_shard *from, unsigned dst, struct vq_task *t)
 		L(from)->nwaiting++;
 	}
 	o->waiters_tail = t;
+	L(from)->busy_ns = from->now_ns; /* poll for room a while before parking */
 	/* The consumer rings us after its next batch; vq_msg_idle() re-arms before we sleep. */
 	atomic_store_explicit(&o->ring->space_wanted, 1, memory_order_seq_cst);
 }
@@ -360,8 +361,6 @@ int64_t vq_msg_before_wait(struct vq_shard *s, int64_t timeout_ns)
 	vq_msg_flush(s);
 	l->unsubmitted = false; /* the wait() that follows submits our doorbells */
 	/* Recent traffic: poll a little longer, a doorbell costs more than a few turns. */
-	if (l->nwaiting)
-		l->busy_ns = s->now_ns;
 	if (s->now_ns - l->busy_ns < s->mesh->poll_ns)
 		timeout_ns = 0;
 	if (timeout_ns == 0)
