@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,9 @@
 
 #define UD_IGNORE 0ull /* results of cancel requests and doorbell sends */
 #define UD_WAKE   1ull /* a MSG_RING doorbell from another shard */
+/* Our own MSG_RING's failure CQE: (target's eventfd << 32) | 2. Ops are 8-aligned. */
+#define UD_BELL_TAG  2ull
+#define UD_IS_BELL(ud) (((ud) & 7) == UD_BELL_TAG)
 #define BGID      0    /* the shard's one provided-buffer group */
 #define CQ_FACTOR 8    /* multishot ops post many CQEs per SQE */
 #define ZC_PENDING 1u  /* vq_op.state: a zero-copy send's notification CQE is still due */
@@ -538,6 +542,16 @@ static void handle_cqe(struct vq_driver *d, struct io_uring_cqe *cqe)
 
 	if (ud == UD_IGNORE)
 		return;
+	if (UD_IS_BELL(ud)) {
+		/* The doorbell failed (success is skipped): ring the target's eventfd instead. */
+		static _Atomic int told;
+
+		if (!atomic_exchange(&told, 1))
+			fprintf(stderr, "uring: MSG_RING doorbell failed (%s); using the eventfd\n",
+				strerror(-res));
+		eventfd_write((int)(ud >> 32), 1);
+		return;
+	}
 	if (ud == UD_WAKE) {
 		d->st.wakeups++;
 		return;
@@ -666,7 +680,7 @@ static int uring_wake(struct vq_driver *target, struct vq_driver *from)
 		return -EBUSY;
 	/* The target sees a CQE with UD_WAKE; the sender's own CQE is skipped. */
 	io_uring_prep_msg_ring(sqe, U(target)->ring.ring_fd, 0, UD_WAKE, 0);
-	io_uring_sqe_set_data64(sqe, UD_IGNORE);
+	io_uring_sqe_set_data64(sqe, (uint64_t)U(target)->wake_fd << 32 | UD_BELL_TAG);
 	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
 	return 0;
 }

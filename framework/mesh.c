@@ -142,6 +142,11 @@ nomem:
 	return -ENOMEM;
 }
 
+void vq_mesh_set_poll(struct vq_mesh *m, uint64_t poll_ns)
+{
+	m->poll_ns = poll_ns;
+}
+
 void vq_msg_shard_ready(struct vq_shard *s)
 {
 	/* seq_cst: pairs with the phase counters in vq_msg_may_stop (see vq_msg_wake_all). */

@@ -106,6 +106,12 @@ void vq_msg_flush(struct vq_shard *s)
 	l->ndirty = 0;
 }
 
+/* Queued requests at or below which a producer waiting for space is woken. */
+static inline uint32_t low_water(const struct vq_mesh *m)
+{
+	return (m->slots - m->reserve) / 2;
+}
+
 /* Room for one more message below `limit` used slots; re-reads the consumer only when short. */
 static bool room(struct vq_msg_out *o, uint32_t limit, memory_order mo)
 {
@@ -240,19 +246,29 @@ static unsigned drain(struct vq_shard *s, unsigned src)
 	/* seq_cst: ordered before our read of space_wanted (the producer does the mirror). */
 	atomic_store_explicit(&r->head, in->head, memory_order_seq_cst);
 	bump(&in->received, n);
-	if (atomic_load_explicit(&r->space_wanted, memory_order_seq_cst) &&
+	/* Ring a waiting producer only below the low watermark (see waiters_may_run). */
+	if (in->tail_cache - in->head <= low_water(s->mesh) &&
+	    atomic_load_explicit(&r->space_wanted, memory_order_seq_cst) &&
 	    atomic_exchange_explicit(&r->space_wanted, 0, memory_order_seq_cst) &&
-	    src != (unsigned)s->id)
+	    src != (unsigned)s->id) {
 		wake(s, &s->mesh->shards[src]);
+		bump(&in->space_wakes, 1);
+	}
 	return n;
 }
 
+/*
+ * Space waiters wake only once half the request slots are free again: waking at
+ * the first free slot makes producer and consumer ping-pong a doorbell per
+ * batch. The consumer (drain) rings at the same watermark, and always once it
+ * has emptied the ring, so no wakeup is lost.
+ */
 static bool waiters_may_run(struct vq_shard *s, struct vq_msg_out *o, memory_order mo)
 {
 	struct vq_mesh *m = s->mesh;
 
 	return L(s)->phase >= VQ_MESH_CLOSING ||
-	       (o->calls < m->reserve && room(o, m->slots - m->reserve, mo));
+	       (o->calls < m->reserve && room(o, low_water(m) + 1, mo));
 }
 
 static void run_waiters(struct vq_shard *s, struct vq_msg_out *o)
@@ -301,7 +317,8 @@ void vq_msg_wait_space(struct vq_shard *from, unsigned dst, struct vq_task *t)
 		L(from)->nwaiting++;
 	}
 	o->waiters_tail = t;
-	/* The consumer rings us after its next batch; vq_msg_idle() re-checks before we sleep. */
+	L(from)->busy_ns = from->now_ns; /* poll for room a while before parking */
+	/* The consumer rings us after its next batch; vq_msg_idle() re-arms before we sleep. */
 	atomic_store_explicit(&o->ring->space_wanted, 1, memory_order_seq_cst);
 }
 
@@ -314,9 +331,20 @@ bool vq_msg_idle(struct vq_shard *s)
 		if (atomic_load_explicit(&l->in[src].ring->tail, memory_order_seq_cst) !=
 		    l->in[src].head)
 			return false;
-	for (unsigned dst = 0; dst < s->mesh->n && l->nwaiting; dst++)
-		if (l->out[dst].waiters && waiters_may_run(s, &l->out[dst], memory_order_seq_cst))
+	for (unsigned dst = 0; dst < s->mesh->n && l->nwaiting; dst++) {
+		struct vq_msg_out *o = &l->out[dst];
+
+		if (!o->waiters)
+			continue;
+		/*
+		 * Re-arm before every sleep, not once per wait: the consumer may have
+		 * taken the flag for a batch whose room we have already used up, and
+		 * then it would not ring for the next one.
+		 */
+		atomic_store_explicit(&o->ring->space_wanted, 1, memory_order_seq_cst);
+		if (waiters_may_run(s, o, memory_order_seq_cst))
 			return false;
+	}
 	return true;
 }
 
@@ -332,6 +360,9 @@ int64_t vq_msg_before_wait(struct vq_shard *s, int64_t timeout_ns)
 		timeout_ns = 0;
 	vq_msg_flush(s);
 	l->unsubmitted = false; /* the wait() that follows submits our doorbells */
+	/* Recent traffic: poll a little longer, a doorbell costs more than a few turns. */
+	if (s->now_ns - l->busy_ns < s->mesh->poll_ns)
+		timeout_ns = 0;
 	if (timeout_ns == 0)
 		return 0;
 	atomic_store_explicit(&l->parked, 1, memory_order_seq_cst);
@@ -353,7 +384,8 @@ void vq_msg_after_wait(struct vq_shard *s)
 		l->parked_now = false;
 	}
 	for (unsigned src = 0; src < s->mesh->n; src++)
-		drain(s, src);
+		if (drain(s, src))
+			l->busy_ns = s->now_ns;
 	if (l->nwaiting)
 		check_waiters(s);
 }

@@ -7,6 +7,9 @@
  * shards, allocated on the receiver's NUMA node. A message names a function
  * and an argument; the function runs on the destination shard's thread.
  *
+ * Every function taking `from` runs on from's own thread (debug builds assert
+ * it); a shard without a mesh gets -EINVAL.
+ *
  * Ownership: `arg` is lent, not given. Memory it points to stays owned by the
  * sender's shard and must be released there: a call's reply is the natural
  * release point. A vq_buf never crosses shards (debug builds assert it):
@@ -87,8 +90,8 @@ int vq_msg_broadcast(struct vq_shard *from, vq_call_fn fn, void *arg, vq_gather_
 
 struct vq_task;
 /*
- * Queue t to run on `from` once the queue to dst has room again (for a request,
- * and for a call under the per-pair limit), or once `from` stops accepting
+ * Queue t to run on `from` once the queue to dst has room again (half of its
+ * request slots free, and for calls a free call slot), or once `from` stops accepting
  * requests (the retry then gets -ESHUTDOWN). t must not be queued elsewhere
  * until it runs. From's own thread only.
  */
@@ -118,6 +121,13 @@ struct vq_mesh;
  * slots / 4. Returns 0 or -errno (-EINVAL, -ENOMEM).
  */
 int vq_mesh_create(struct vq_mesh **out, struct vq_shard *shards, unsigned n, uint32_t slots);
+
+/*
+ * Keep a shard's loop polling for poll_ns after it last ran a message or
+ * waited for queue space, before it parks (0, the default: park at once).
+ * Polling trades CPU for fewer doorbells under bursty load. Before start only.
+ */
+void vq_mesh_set_poll(struct vq_mesh *m, uint64_t poll_ns);
 
 /* Free the rings. Every shard thread must have ended. */
 void vq_mesh_destroy(struct vq_mesh *m);

@@ -63,6 +63,7 @@ struct vq_msg_in {
 	uint32_t head;
 	uint32_t tail_cache;
 	_Atomic uint64_t received;
+	_Atomic uint64_t space_wakes; /* doorbells rung for a producer waiting for room */
 };
 
 enum vq_mesh_phase {
@@ -87,6 +88,7 @@ struct vq_msg_local {
 	enum vq_mesh_phase phase;
 	bool parked_now;        /* we published parked for this wait */
 	bool unsubmitted;       /* a doorbell SQE waits for our next wait() */
+	uint64_t busy_ns;       /* loop clock when we last ran a message or waited for space */
 	int node;
 };
 
@@ -95,6 +97,7 @@ struct vq_mesh {
 	unsigned n;
 	uint32_t slots;         /* per ring, a power of two */
 	uint32_t reserve;       /* slots per ring kept for replies = max calls per pair */
+	uint64_t poll_ns;       /* keep polling this long after traffic before parking */
 	struct vq_msg_local **local; /* [n] */
 	struct vq_ring **rings; /* [from * n + to] */
 	_Atomic unsigned drained, quiesced;

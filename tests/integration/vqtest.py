@@ -31,9 +31,18 @@ def check(cond, msg):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range, so that the many client
+    sockets of tests running in parallel cannot take it before the server binds."""
+    import random
+    for _ in range(200):
+        port = random.randint(10000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    fail("no free port found in 10000-32000")
 
 
 _started = []

@@ -270,6 +270,74 @@ START_TEST(test_stress_counters)
 END_TEST
 
 /*
+ * Back-pressure, one way: shard 0 floods shard 1 through a small ring, so it
+ * waits for space tens of thousands of times while shard 1 sleeps whenever it
+ * has caught up. A lost space wakeup stalls the flood.
+ */
+static _Atomic uint64_t flood_recv;
+static uint64_t flood_sent, flood_want;
+static struct vq_task flood_pump_task;
+
+static void count_one(struct vq_shard *on, void *arg)
+{
+	atomic_fetch_add_explicit(&flood_recv, 1, memory_order_relaxed);
+}
+
+static void oneway_pump(struct vq_task *t)
+{
+	struct vq_shard *s = vq_shard_self();
+
+	while (flood_sent < flood_want) {
+		int ret = vq_msg_send(s, 1, count_one, NULL);
+
+		if (ret == -EAGAIN) {
+			vq_msg_wait_space(s, 1, t);
+			return;
+		}
+		if (ret) {
+			atomic_fetch_add(&errors, 1);
+			return;
+		}
+		flood_sent++;
+	}
+}
+
+static int oneway_init(struct vq_shard *s)
+{
+	if (s->id == 0) {
+		flood_sent = 0;
+		flood_pump_task.fn = oneway_pump;
+		vq_defer(s, &flood_pump_task);
+	}
+	return 0;
+}
+
+static const struct vq_service oneway_svc = { .name = "msgtest", .shard_init = oneway_init };
+
+START_TEST(test_backpressure_oneway)
+{
+	struct vq_msg_pair_stats st;
+	uint64_t got;
+
+	flood_want = scaled(3000000);
+	atomic_store(&flood_recv, 0);
+	mesh_up(2, 32, &oneway_svc, 0);
+	got = wait_for(&flood_recv, flood_want, 2000);
+	vq_mesh_stop(mesh);
+	ck_assert_int_eq(vq_mesh_join(mesh), 0);
+	vq_mesh_pair_stats(mesh, 0, 1, &st);
+	vq_mesh_destroy(mesh);
+	mesh = NULL;
+	fprintf(stderr, "back-pressure: %lu messages, %lu full events\n", (unsigned long)got,
+		(unsigned long)st.full);
+	ck_assert_msg(got == flood_want, "flood stalled at %lu of %lu: lost space wakeup",
+		      (unsigned long)got, (unsigned long)flood_want);
+	ck_assert_uint_gt(st.full, 1000);
+	ck_assert_uint_eq(atomic_load(&errors), 0);
+}
+END_TEST
+
+/*
  * Parked/doorbell race: a ping-pong where each side goes to sleep between
  * messages, and the sender waits a random few hundred nanoseconds before
  * sending so that its publish lands anywhere in the receiver's going-to-sleep
@@ -631,6 +699,7 @@ static Suite *msg_suite(void)
 	tcase_add_test(stress, test_stress_all_pairs);
 	tcase_add_test(stress, test_stress_counters);
 	tcase_add_test(race, test_parked_doorbell_race);
+	tcase_add_test(race, test_backpressure_oneway);
 	tcase_add_test(stop, test_shutdown_in_flight);
 	tcase_add_test(stop, test_failed_shard);
 	tcase_add_test(home, test_buf_home_assert);
