@@ -6,7 +6,6 @@
  */
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -213,14 +212,9 @@ static int kv_accept(struct vq_conn *c)
 	struct kv_shard *ks = c->shard->app;
 	struct kv_conn *kc = vq_conn_app(c);
 	struct kv_io io = { conn_write, conn_close, conn_flush, conn_busy, c };
-	int one = 1;
 
-	/*
-	 * A reply may leave in two sends (the part ready now, the rest when another
-	 * shard answers); with Nagle the second waits for the client's delayed ACK,
-	 * 40 ms. memcached sets this too. (The framework sets no socket options.)
-	 */
-	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* TCP_NODELAY comes from the listener (framework/listener.c): replies that leave
+	 * in two sends must not wait for the client's delayed ACK. */
 	kc->sess = kv_sess_new(ks, &io);
 	if (!kc->sess)
 		return -ENOMEM;

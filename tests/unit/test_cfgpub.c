@@ -6,6 +6,7 @@
  * forward, and retired snapshots are freed once every reader moved past
  * them (the ASan build catches a reader touching a freed one).
  */
+#include "vq_check.h"
 #include <check.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -103,15 +104,9 @@ int main(void)
 {
 	Suite *s = suite_create("cfgpub");
 	TCase *tc = tcase_create("snapshots");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, readers_see_whole_snapshots);
 	tcase_add_test(tc, slow_reader_holds_its_snapshot);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return vq_check_run(s);
 }

@@ -6,6 +6,7 @@
  * Every test ends by checking that each buffer is back in user hands or the
  * pool and that no op is left in flight.
  */
+#include "vq_check.h"
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -1092,11 +1093,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return vq_check_run(suite());
 }

@@ -4,6 +4,7 @@
  * sockets, time set by the test. Replies are compared byte for byte with what
  * memcached sends.
  */
+#include "vq_check.h"
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -598,11 +599,5 @@ static Suite *kv_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(kv_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return vq_check_run(kv_suite());
 }

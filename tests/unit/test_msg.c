@@ -5,6 +5,7 @@
  * belong to the test's own thread); they count what they see, and the test
  * checks the counts after the mesh has stopped.
  */
+#include "vq_check.h"
 #include <check.h>
 #include <errno.h>
 #include <signal.h>
@@ -718,11 +719,5 @@ static Suite *msg_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(msg_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return vq_check_run(msg_suite());
 }

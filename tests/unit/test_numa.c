@@ -5,6 +5,7 @@
  * kernel reports the node of every pool page (move_pages with no target) and
  * the policy the region is bound with (get_mempolicy MPOL_F_ADDR).
  */
+#include "vq_check.h"
 #include <check.h>
 #include <numa.h>
 #include <numaif.h>
@@ -100,14 +101,8 @@ int main(void)
 {
 	Suite *s = suite_create("numa");
 	TCase *tc = tcase_create("placement");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, pool_pages_on_shard_node);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return vq_check_run(s);
 }

@@ -5,6 +5,7 @@
  * plain socket peer, real files. Each test ends with a full shard stop that
  * must find every buffer back and every op reaped.
  */
+#include "vq_check.h"
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -317,8 +318,6 @@ int main(void)
 {
 	Suite *s = suite_create("ops");
 	TCase *tc = tcase_create("shard");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 60);
 	tcase_add_loop_test(tc, connect_and_line_protocol, 0, 2);
@@ -326,9 +325,5 @@ int main(void)
 	tcase_add_loop_test(tc, file_ops_and_sendfile, 0, 2);
 	tcase_add_loop_test(tc, send_with_deadline, 0, 2);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return vq_check_run(s);
 }

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include "vq_check.h"
 #include <check.h>
 #include <errno.h>
 #include <signal.h>
@@ -179,11 +180,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return vq_check_run(suite());
 }

@@ -4,6 +4,7 @@
  * watchdog environment, the supervisor's stall logic on shards whose beats
  * the test moves by hand, and the journal stream's "<N>" log prefixes.
  */
+#include "vq_check.h"
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -302,11 +303,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-	SRunner *r = srunner_create(suite());
-	int failed;
-
-	srunner_run_all(r, CK_NORMAL);
-	failed = srunner_ntests_failed(r);
-	srunner_free(r);
-	return failed ? 1 : 0;
+	return vq_check_run(suite());
 }

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Shards started and stopped for real: pinned thread, ring, pool, listener, drain. */
+#include "vq_check.h"
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
@@ -233,8 +234,6 @@ int main(void)
 {
 	Suite *s = suite_create("shard");
 	TCase *tc = tcase_create("shard lifecycle");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, start_serve_stop);
@@ -243,9 +242,5 @@ int main(void)
 	tcase_add_test(tc, drain_deadline_closes_stragglers);
 	tcase_add_test(tc, port_in_use_is_a_clear_error);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return vq_check_run(s);
 }

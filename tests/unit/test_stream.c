@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The framed readers on a queue of real pool buffers: boundaries, limits, release. */
+#include "vq_check.h"
 #include <check.h>
 #include <errno.h>
 #include <string.h>
@@ -112,17 +113,11 @@ int main(void)
 {
 	Suite *s = suite_create("stream");
 	TCase *tc = tcase_create("readers");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, lines_across_boundaries);
 	tcase_add_test(tc, oversized_is_an_error);
 	tcase_add_test(tc, exact_across_boundaries);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return vq_check_run(s);
 }

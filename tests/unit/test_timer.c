@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include "vq_check.h"
 #include <check.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -58,15 +59,9 @@ int main(void)
 {
 	Suite *s = suite_create("timer");
 	TCase *tc = tcase_create("timer heap");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, fires_in_deadline_order);
 	tcase_add_test(tc, disarm_and_rearm);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return vq_check_run(s);
 }

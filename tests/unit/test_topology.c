@@ -6,6 +6,7 @@
  * synthetic description. Plus the allowed-CPU sources read from a fake /proc
  * and /sys tree.
  */
+#include "vq_check.h"
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -378,8 +379,6 @@ int main(void)
 {
 	Suite *s = suite_create("topology");
 	TCase *maps = tcase_create("core maps"), *sys = tcase_create("process and machine");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(maps, one_socket);
 	tcase_add_test(maps, synthetic_matches_xml);
@@ -394,9 +393,5 @@ int main(void)
 	tcase_add_test(sys, allowed_sources);
 	suite_add_tcase(s, maps);
 	suite_add_tcase(s, sys);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return vq_check_run(s);
 }

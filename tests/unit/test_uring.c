@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The io_uring driver's ops on real rings and real loopback sockets. */
+#include "vq_check.h"
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
@@ -518,11 +519,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return vq_check_run(suite());
 }
