@@ -3,8 +3,8 @@
 # flagship service on its default config. Extra arguments go to the service,
 # e.g. `scripts/run.sh -o shards.cpus=0-3 -o listen.port=8000`.
 #
-# FLAGSHIP picks the service (veloq-$FLAGSHIP with configs/$FLAGSHIP.ini). By
-# default it is kv once that service and its config exist, else echo.
+# FLAGSHIP picks the service (veloq-$FLAGSHIP with configs/$FLAGSHIP.ini);
+# the default is the key-value service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,8 +12,5 @@ bash scripts/deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"$(nproc)"
 
-if [[ -z ${FLAGSHIP:-} ]]; then
-	FLAGSHIP="echo"
-	[[ -x build/apps/veloq-kv && -f configs/kv.ini ]] && FLAGSHIP=kv
-fi
+FLAGSHIP=${FLAGSHIP:-kv}
 exec "build/apps/veloq-$FLAGSHIP" --config "configs/$FLAGSHIP.ini" "$@"
