@@ -33,9 +33,11 @@ def client(svc, seed, errors):
 
 
 def slow_reader(svc):
-    """Write 12 MB without reading: the server's output queue passes max_output
-    (1M here), it stops reading; then read everything back and compare."""
-    msg = pattern(99, 12 << 20)
+    """Write 64 MB without reading: the server's output queue passes max_output
+    (1M here), it stops reading; then read everything back and compare. 64 MB is
+    more than every socket buffer on the way can absorb once autotuned (the
+    server's receive buffer alone may grow to 32 MB), so the sender must block."""
+    msg = pattern(99, 64 << 20)
     with svc.connect(timeout=60) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         t = threading.Thread(target=s.sendall, args=(msg,))
