@@ -5,7 +5,12 @@
 # pinned to the same CPU, the load generator pinned to another. Prints markdown tables.
 #
 # Usage: tests/bench/bench_echo.sh        (from anywhere; build first, see docs/BENCHMARKS.md)
-# Knobs (environment): SERVER_CPU=1 CLIENT_CPU=0 ROUNDS=3 SECS=5 CONNS=50 SIZE=64 PIPELINE=16
+# Loads: CONNS connections each with 1 message of SIZE bytes in flight, then PIPELINE of them,
+# then 1 message of BIG_SIZE bytes (larger than one receive buffer: echoed in several sends).
+# Rounds are many and short, and rotate the servers: on a shared machine bursts of foreign load
+# then hit every server alike, and rounds they spare are left to take medians over.
+# Knobs (environment): SERVER_CPU=1 CLIENT_CPU=0 ROUNDS=15 SECS=1 CONNS=50 SIZE=64 PIPELINE=16
+#   BIG_SIZE=32768
 #   IDLE_CONNS=5000 IDLE_HOLD=8 BASE_PORT=17000 BUILD=<repo>/build VELOQ=<BUILD>/apps/veloq-echo
 #   SKIP_VELOQ=1 (run without veloq-echo: its rows stay empty) MAX_SECS=420 (hard stop)
 # Exit status: 0 on success, 1 if a server fails to start or dies, or the load generator fails.
@@ -19,10 +24,11 @@ VELOQ=${VELOQ:-$BUILD/apps/veloq-echo}
 VELOQ_CONF=${VELOQ_CONF:-$ROOT/configs/echo.ini}
 SERVER_CPU=${SERVER_CPU:-1}
 CLIENT_CPU=${CLIENT_CPU:-0}
-ROUNDS=${ROUNDS:-3}
-SECS=${SECS:-5}
+ROUNDS=${ROUNDS:-15}
+SECS=${SECS:-1}
 CONNS=${CONNS:-50}
 SIZE=${SIZE:-64}
+BIG_SIZE=${BIG_SIZE:-32768}
 PIPELINE=${PIPELINE:-16}
 IDLE_CONNS=${IDLE_CONNS:-5000}
 IDLE_HOLD=${IDLE_HOLD:-8}
@@ -65,6 +71,14 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
+
+for knob in SERVER_CPU CLIENT_CPU ROUNDS SECS CONNS SIZE BIG_SIZE PIPELINE IDLE_CONNS IDLE_HOLD \
+	BASE_PORT; do
+	[[ ${!knob} =~ ^[0-9]+$ ]] || die "$knob=${!knob}: a whole number is expected"
+done
+if [ "$ROUNDS" -lt 1 ] || [ "$SECS" -lt 1 ]; then
+	die "ROUNDS and SECS must be at least 1"
+fi
 
 # 5000 idle connections need 5000 fds on both ends; registered buffers need locked memory.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -128,6 +142,10 @@ slab_kib() {
 	awk '/^Slab:/ { print $2 }' /proc/meminfo
 }
 
+slab_caches() {		# "cache bytes-in-use" per slab cache, sorted, if readable (root)
+	awk 'NR > 2 { print $1, $2 * $4 }' /proc/slabinfo 2>/dev/null | sort || true
+}
+
 field() {		# field KEY LINE -> value of KEY=value in LINE
 	sed -n "s/.*[ :]$1=\([^ ]*\).*/\1/p" <<<"$2"
 }
@@ -150,6 +168,8 @@ if [ "$SKIP_VELOQ" != 1 ]; then
 		-o "shards.cpus=$SERVER_CPU" -o "listen.port=$BASE_PORT"
 	PID_OF[veloq]=$SERVER_PID
 	SERVERS+=(veloq)
+	# Which driver and features it runs with (auto may fall back to epoll): part of the result.
+	sed 's/^/  veloq-echo: /' "$TMP/veloq.log"
 fi
 start_server floor $((BASE_PORT + 1)) "$BENCH/uring_echo_floor" $((BASE_PORT + 1))
 PID_OF[floor]=$SERVER_PID
@@ -158,15 +178,18 @@ start_server epoll $((BASE_PORT + 2)) "$BENCH/epoll_echo" $((BASE_PORT + 2))
 PID_OF[epoll]=$SERVER_PID
 SERVERS+=(epoll)
 declare -A PORT_OF=([veloq]=$BASE_PORT [floor]=$((BASE_PORT + 1)) [epoll]=$((BASE_PORT + 2)))
-declare -A PIPE_OF=([p1]=1 [pN]=$PIPELINE)
+LOADS=(p1 pN big)
+declare -A PIPE_OF=([p1]=1 [pN]=$PIPELINE [big]=1)
+declare -A SIZE_OF=([p1]=$SIZE [pN]=$SIZE [big]=$BIG_SIZE)
 
 # One round: load one server, take its CPU and the server core's busy time around the run.
 run_round() {
-	local srv=$1 load=$2 round=$3 pid=${PID_OF[$1]} t0 t1 c0 c1 out msgs
+	local srv=$1 load=$2 round=$3 pid=${PID_OF[$1]} t0 t1 c0 c1 out msgs note
 	t0=$(proc_ticks "$pid")
 	c0=$(cpu_ticks "$SERVER_CPU")
 	out=$(timeout $((SECS + 30)) taskset -c "$CLIENT_CPU" "$BENCH/echo_load" \
-		-p "${PORT_OF[$srv]}" -c "$CONNS" -s "$SIZE" -P "${PIPE_OF[$load]}" -d "$SECS") ||
+		-p "${PORT_OF[$srv]}" -c "$CONNS" -s "${SIZE_OF[$load]}" \
+		-P "${PIPE_OF[$load]}" -d "$SECS") ||
 		die "echo_load against $srv failed (round $round, $load)"
 	t1=$(proc_ticks "$pid")
 	c1=$(cpu_ticks "$SERVER_CPU")
@@ -178,48 +201,78 @@ run_round() {
 		'BEGIN { printf "%.3f", t * 1e6 / hz / m }')"
 	RESULT[$srv.$load.$round]+=" $(awk -v t=$((c1 - c0)) -v m="$msgs" -v hz="$HZ" \
 		'BEGIN { printf "%.3f", t * 1e6 / hz / m }')"
-	printf '  round %d %-5s %-3s %s cpu_us_per_msg=%s core_us_per_msg=%s\n' "$round" "$srv" \
+	# On a quiet machine the server's own time is nearly all of its CPU's busy time; if
+	# something else kept that CPU busy for over a tenth of the round, it competed with the
+	# server (whose own CPU time stays meaningful; its throughput and latency do not).
+	note=$(awk -v t=$((t1 - t0)) -v c=$((c1 - c0)) -v s="$SECS" -v hz="$HZ" \
+		'BEGIN { if (c - t > s * hz / 10) print " NOISY" }')
+	RESULT[$srv.$load.$round]+=" $([ -z "$note" ] && echo 0 || echo 1)"
+	printf '  round %d %-5s %-3s %s cpu_us_per_msg=%s core_us_per_msg=%s%s\n' "$round" "$srv" \
 		"$load" "$out" "$(cut -d' ' -f5 <<<"${RESULT[$srv.$load.$round]}")" \
-		"$(cut -d' ' -f6 <<<"${RESULT[$srv.$load.$round]}")"
+		"$(cut -d' ' -f6 <<<"${RESULT[$srv.$load.$round]}")" "$note"
 }
 
 for ((r = 1; r <= ROUNDS; r++)); do
 	# Rotate the order each round so no server always runs first (or right after another).
 	n=${#SERVERS[@]}
-	for load in p1 pN; do
+	for load in "${LOADS[@]}"; do
 		for ((k = 0; k < n; k++)); do
 			run_round "${SERVERS[$(((k + r - 1) % n))]}" "$load" "$r"
 		done
 	done
 done
 
-# Median of metric number $3 (1-based: rate p50 p99 p999 cpu core) over the rounds.
+# The rounds of server $1 under load $2 that no other process disturbed (ALL=1: every round).
+clean_rounds() {
+	local r
+	for ((r = 1; r <= ROUNDS; r++)); do
+		if [ "${ALL:-0}" = 1 ] || [ "$(cut -d' ' -f7 <<<"${RESULT[$1.$2.$r]}")" = 0 ]; then
+			echo "$r"
+		fi
+	done
+}
+
+# Median of metric number $3 (1-based: rate p50 p99 p999 cpu core) over the clean rounds.
 med() {
 	local vals=() r
-	for ((r = 1; r <= ROUNDS; r++)); do
+	for r in $(clean_rounds "$1" "$2"); do
 		vals+=("$(cut -d' ' -f"$3" <<<"${RESULT[$1.$2.$r]}")")
 	done
 	median "${vals[@]}"
 }
 
 THROUGHPUT_TABLE=$TMP/throughput.md
+NOISY=0
 {
 	echo "| server | load | msgs/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/msg" \
-		"| CPU $SERVER_CPU busy µs/msg | msgs/s vs floor | CPU/msg vs floor |"
-	echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-	for load in p1 pN; do
-		frate=$(med floor $load 1)
-		fcpu=$(med floor $load 5)
+		"| CPU $SERVER_CPU busy µs/msg | msgs/s vs floor | CPU/msg vs floor" \
+		"| clean rounds |"
+	echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	for load in "${LOADS[@]}"; do
+		# Compare like with like: clean rounds only if every server has some, else all.
+		ALL=0
 		for srv in "${SERVERS[@]}"; do
-			rate=$(med "$srv" $load 1)
-			cpu=$(med "$srv" $load 5)
-			printf '| %s | %d conns × %d B, %d in flight ' "$srv" "$CONNS" "$SIZE" \
-				"${PIPE_OF[$load]}"
+			[ -n "$(clean_rounds "$srv" "$load")" ] || ALL=1
+		done
+		frate=$(med floor "$load" 1)
+		fcpu=$(med floor "$load" 5)
+		for srv in "${SERVERS[@]}"; do
+			rate=$(med "$srv" "$load" 1)
+			cpu=$(med "$srv" "$load" 5)
+			printf '| %s | %d conns × %d B, %d in flight ' "$srv" "$CONNS" \
+				"${SIZE_OF[$load]}" "${PIPE_OF[$load]}"
 			printf '| %.0f | %s | %s | %s | %s | %s |' "$rate" \
-				"$(med "$srv" $load 2)" "$(med "$srv" $load 3)" \
-				"$(med "$srv" $load 4)" "$cpu" "$(med "$srv" $load 6)"
+				"$(med "$srv" "$load" 2)" "$(med "$srv" "$load" 3)" \
+				"$(med "$srv" "$load" 4)" "$cpu" "$(med "$srv" "$load" 6)"
 			awk -v a="$rate" -v b="$frate" -v c="$cpu" -v d="$fcpu" \
-				'BEGIN { printf " %.3f | %.3f |\n", a / b, c / d }'
+				'BEGIN { printf " %.3f | %.3f |", a / b, c / d }'
+			nclean=$(ALL=0 clean_rounds "$srv" "$load" | wc -l)
+			if [ $ALL = 1 ]; then
+				echo " $nclean/$ROUNDS (used all) |"
+			else
+				echo " $nclean/$ROUNDS |"
+			fi
+			NOISY=$((NOISY + ROUNDS - nclean))
 		done
 	done
 } >"$THROUGHPUT_TABLE"
@@ -242,6 +295,7 @@ measure_idle() {
 	sleep 0.5
 	RSS0[$name]=$(rss_kib "$pid")
 	slab0=$(slab_kib)
+	slab_caches >"$TMP/slab0"
 	timeout $((IDLE_HOLD + 60)) taskset -c "$CLIENT_CPU" "$BENCH/echo_load" -i \
 		-p "$port" -c "$IDLE_CONNS" -d "$IDLE_HOLD" >"$TMP/idle.$name.out" 2>&1 &
 	lpid=$!
@@ -262,20 +316,28 @@ measure_idle() {
 	done
 	RSS1[$name]=$rss
 	slab1=$(slab_kib)
+	slab_caches >"$TMP/slab1"
 	wait $lpid || die "idle hold against $name failed: $(cat "$TMP/idle.$name.out")"
 	alive "$name" "$main"
 	SLAB_PER_CONN[$name]=$(((slab1 - slab0) * 1024 / IDLE_CONNS))
 	echo "  idle $name: VmRSS ${RSS0[$name]} -> $rss KiB, Slab $slab0 -> $slab1 KiB," \
 		"$IDLE_CONNS conns"
+	# Where the kernel memory went (machine-wide: both socket ends and anything else running).
+	echo "  idle $name: slab caches that grew, bytes/conn:" \
+		"$(join "$TMP/slab0" "$TMP/slab1" | awk -v n="$IDLE_CONNS" \
+			'{ d = ($3 - $2) / n; if (d >= 32) printf "%s %.0f\n", $1, d }' |
+			sort -k2 -nr | head -8 | paste -sd' ')"
 }
 idle_bytes() {		# RSS bytes per idle connection
 	echo $(((RSS1[$1] - RSS0[$1]) * 1024 / IDLE_CONNS))
 }
 
 if [ "$SKIP_VELOQ" != 1 ]; then
+	# Same connection budget as nginx and memcached get (the default is 4096 per shard).
 	port=$((BASE_PORT + 10))
 	start_server veloq $port "$VELOQ" --config "$VELOQ_CONF" \
-		-o "shards.cpus=$SERVER_CPU" -o "listen.port=$port"
+		-o "shards.cpus=$SERVER_CPU" -o "listen.port=$port" \
+		-o "limits.max_connections=$((IDLE_CONNS * 2))"
 	measure_idle veloq $port "$SERVER_PID"
 	stop_pid "$SERVER_PID"
 fi
@@ -333,7 +395,8 @@ stop_pid $SERVER_PID
 NGINX_SLOT_BYTES=$(((RSS0[nginx] - small_rss) * 1024 / (NGINX_SLOTS - 512)))
 
 port=$((BASE_PORT + 13))
-start_server memcached $port memcached -t 1 -p $port -U 0 -c 10000 -l 127.0.0.1 -u root
+start_server memcached $port memcached -t 1 -p $port -U 0 -c $((IDLE_CONNS * 2)) -l 127.0.0.1 \
+	-u root
 measure_idle memcached $port "$SERVER_PID"
 stop_pid "$SERVER_PID"
 
@@ -342,6 +405,14 @@ echo
 echo "### Throughput and latency (medians of $ROUNDS rounds × $SECS s; kernel $KERNEL)"
 echo
 cat "$THROUGHPUT_TABLE"
+if [ "$NOISY" -gt 0 ]; then
+	echo
+	echo "WARNING: in $NOISY of $((ROUNDS * ${#LOADS[@]} * ${#SERVERS[@]})) rounds" \
+		"other processes kept CPU $SERVER_CPU busy for over 10% of the round. A load's"
+	echo "medians use clean rounds only when every server has some; rows marked 'used all'"
+	echo "include disturbed rounds: their msgs/s and latency are unreliable (the server's own"
+	echo "CPU µs/msg much less so)."
+fi
 echo
 echo "### Memory per idle connection ($IDLE_CONNS connections, held $IDLE_HOLD s)"
 echo

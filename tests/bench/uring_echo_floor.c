@@ -33,8 +33,8 @@
 
 #define SQ_ENTRIES 1024
 #define CQ_ENTRIES (8 * SQ_ENTRIES) /* multishot ops post many CQEs per SQE */
-#define NBUFS 4096		    /* power of two: the buffer ring indexes by mask */
-#define BUF_SIZE 4096
+#define NBUFS 1024		    /* power of two: the buffer ring indexes by mask */
+#define BUF_SIZE 16384		    /* veloq-echo's default: compare loops, not buffer sizes */
 #define BGID 0
 
 enum { OP_ACCEPT = 1, OP_RECV, OP_SEND };
