@@ -98,7 +98,7 @@ static inline void vq_driver_tick(struct vq_driver *d)
  * (notification) completion, about 1 us per send here, against a copy of
  * ~0.1-0.15 us per KiB: break-even near 8-12 KiB on a NIC. Loopback copies the
  * pages on delivery anyway, so it shows only the cost (zc slower below ~64 KiB
- * there; tests/bench/drivers/zc_threshold.c, docs/BENCHMARKS_io.md). 16 KiB =
+ * there; tests/bench/drivers/zc_threshold.c, docs/BENCHMARKS.md). 16 KiB =
  * full default pool buffers only; io.zc_min changes it.
  */
 #define VQ_ZC_MIN_DEFAULT 16384u

@@ -870,7 +870,7 @@ static int uring_init(struct vq_driver *d, const struct vq_driver_params *params
 	probe = io_uring_get_probe_ring(&u->ring);
 	d->zc_min = params->zc_min ? params->zc_min : VQ_ZC_MIN_DEFAULT;
 	/* Bundles are opt-in (io.recv_bundle); incremental buffers are probed, not used: see
-	 * docs/BENCHMARKS_io.md for the measurements behind both choices. */
+	 * docs/BENCHMARKS.md for the measurements behind both choices. */
 	snprintf(d->features, sizeof(d->features), "sq=%u cq=%u %s%s%s%s%s%s",
 		 u->ring.sq.ring_entries, u->ring.cq.ring_entries, setup,
 		 reg_fd ? " reg_ring_fd" : "",

@@ -61,7 +61,7 @@ static const struct vq_cfg_key framework_keys[] = {
 	KEY("io", "zc_min", VQ_CFG_SIZE, zc_min, "16K", 0, 1 << 30, false,
 	    "zero-copy sends (send_zc) for buffers of at least this size; below, plain send"),
 	KEY("io", "recv_bundle", VQ_CFG_BOOL, recv_bundle, "no", 0, 0, false,
-	    "io_uring 6.10+: let one receive fill several buffers (see docs/BENCHMARKS_io.md)"),
+	    "io_uring 6.10+: let one receive fill several buffers (see docs/BENCHMARKS.md)"),
 	KEY("limits", "max_connections", VQ_CFG_U64, max_connections, "4096", 1, 1 << 24, true,
 	    "open connections per shard; more are accepted and closed at once"),
 	KEY("limits", "max_input", VQ_CFG_SIZE, max_input, "1M", 4096, 1ull << 32, true,
