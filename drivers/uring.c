@@ -52,6 +52,7 @@ struct uring {
 	struct vq_op *local;      /* ops completed without a CQE, delivered in wait() */
 	int wake_fd;              /* eventfd for doorbells from non-shard threads */
 	struct vq_op wake_op;     /* the driver's read on wake_fd */
+	bool wake_rearm;          /* wake_op lost its re-arm to a full SQ */
 	uint64_t wake_val;
 };
 
@@ -335,14 +336,15 @@ static int uring_cancel(struct vq_driver *d, struct vq_op *op)
 
 	if (!op->inflight || op->cancelled)
 		return op->inflight ? 0 : -ENOENT;
-	op->cancelled = 1;
 	if (unpark(u, op)) {
+		op->cancelled = 1;
 		complete_locally(u, op, -ECANCELED);
 		return 0;
 	}
 	sqe = get_sqe(u);
 	if (!sqe)
-		return -EBUSY;
+		return -EBUSY; /* not marked: a later cancel tries again */
+	op->cancelled = 1;
 	io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);
 	io_uring_sqe_set_data64(sqe, UD_IGNORE);
 	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
@@ -447,8 +449,15 @@ static void handle_multishot(struct vq_driver *d, struct vq_op *op, struct io_ur
 	if (!more && res > 0 && !op->cancelled) {
 		/* The kernel ended the multishot without an error (e.g. CQ overflow): re-arm. */
 		d->st.rearms++;
-		if (queue_op(d, op) == 0)
+		if (queue_op(d, op) == 0) {
 			more = true;
+		} else {
+			/* No SQE now: deliver this one and let replenish() re-arm it, not a fake end. */
+			d->st.completions++;
+			op->done(op, res, b, VQ_CQE_MORE);
+			park(d, op);
+			return;
+		}
 	}
 	if (more) {
 		d->st.completions++;
@@ -562,8 +571,11 @@ static void handle_cqe(struct vq_driver *d, struct io_uring_cqe *cqe)
 	}
 	if (op == &u->wake_op) {
 		d->st.wakeups++;
-		if (res >= 0 && !op->cancelled && arm_wake(u) == 0)
-			return;
+		if (res >= 0 && !op->cancelled) {
+			if (arm_wake(u) == 0)
+				return;
+			u->wake_rearm = true; /* no SQE now: replenish() re-arms it */
+		}
 		op->inflight = 0;
 		d->inflight--;
 		d->internal--;
@@ -690,6 +702,13 @@ static void uring_replenish(struct vq_driver *d)
 	struct uring *u = U(d);
 	uint32_t mask, n = 0;
 	struct vq_buf *b;
+
+	if (u->wake_rearm && arm_wake(u) == 0) {
+		u->wake_rearm = false;
+		u->wake_op.inflight = 1;
+		d->inflight++;
+		d->internal++;
+	}
 
 	if (!u->br)
 		return;

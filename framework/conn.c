@@ -245,12 +245,17 @@ static void idle_fired(struct vq_timer *t)
 	}
 	if (!limit || c->flags & (VQ_CONN_CLOSING | VQ_CONN_ABORT | VQ_CONN_CLOSED))
 		return;
-	if (s->now_ns - c->last_active_ns >= limit && conn_idle(c)) {
+	/*
+	 * Nothing received and no send finished for the whole limit: idle, or stuck
+	 * (a half-sent request, or a peer that stopped reading our answers). Either
+	 * way it goes, so a stalled peer cannot keep pool buffers forever.
+	 */
+	if (s->now_ns - c->last_active_ns >= limit) {
 		s->st.idle_closed++;
 		vq_conn_abort(c, -ETIMEDOUT);
 		return;
 	}
-	vq_timer_arm(s, &c->idle, limit - (s->now_ns - c->last_active_ns) + 1);
+	vq_timer_arm(s, &c->idle, limit - (s->now_ns - c->last_active_ns));
 }
 
 struct vq_conn *vq_conn_adopt(struct vq_shard *s, int fd)
@@ -377,8 +382,14 @@ int vq_conn_write_copy(struct vq_conn *c, const void *data, size_t n)
 		p += chunk;
 		n -= chunk;
 	}
-	while ((b = vq_bufq_pop(&q)))
-		vq_conn_write(c, b);
+	while ((b = vq_bufq_pop(&q))) {
+		int ret = vq_conn_write(c, b);
+
+		if (ret) {
+			drop_queue(&q);
+			return ret;
+		}
+	}
 	return 0;
 }
 

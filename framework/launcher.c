@@ -164,9 +164,7 @@ static void reload(struct vq_runtime *rt)
 		vq_err("reload: out of memory; shards keep the previous limits");
 		goto out;
 	}
-	for (int i = 0; i < rt->nshards; i++)
-		if (&rt->shards[i] != me && rt->shards[i].drv.impl)
-			rt->shards[i].drv.ops->wake(&rt->shards[i].drv, &me->drv);
+	vq_msg_wake_all(me, rt->mesh); /* only shards that are up: their rings exist */
 	vq_notice("reloaded %s as generation %lu: applied: %s", config_path ? config_path : "(defaults)",
 		  (unsigned long)gen, ctx.na ? ctx.applied : "nothing changed");
 	if (ctx.ni)
@@ -190,8 +188,7 @@ static void stall_shard(struct vq_shard *s, const struct signalfd_siginfo *si)
 	}
 	vq_warn("SIGUSR2: stalling shard %d on purpose (debug.stall_on_signal = yes)", n);
 	atomic_store(&rt->shards[n].debug_stall, 1);
-	if (n != s->id)
-		rt->shards[n].drv.ops->wake(&rt->shards[n].drv, &s->drv);
+	vq_msg_wake_all(s, rt->mesh);
 }
 
 static void sig_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
@@ -200,8 +197,14 @@ static void sig_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags
 	struct vq_runtime *rt = s->rt;
 	const struct signalfd_siginfo *si = (const void *)vq_buf_bytes(b);
 
-	if (res != (int)sizeof(*si) || s->state != VQ_SHARD_RUNNING) {
+	if (s->state != VQ_SHARD_RUNNING || res == -ECANCELED) {
 		vq_buf_release(b);
+		return;
+	}
+	if (res != (int)sizeof(*si)) {
+		/* A transient failure: read again, or SIGTERM would go unheard for good. */
+		vq_warn("reading signals: %s; retrying", res < 0 ? strerror(-res) : "short read");
+		arm_signals(s, b);
 		return;
 	}
 	switch (si->ssi_signo) {

@@ -1,0 +1,46 @@
+"""limits.idle_timeout closes idle connections, and also stuck ones: a peer that
+stopped reading its answers (the send never finishes) or went silent. Before,
+a stuck connection could keep its pool buffers until shutdown."""
+import socket
+import time
+
+from vqtest import Service, check, recv_exact
+
+svc = Service("echo", overrides={"shards.cpus": "0", "limits.idle_timeout": "500ms",
+                                 "limits.max_output": "64K"})
+
+# An idle connection is closed after the limit, not before.
+idle = svc.connect()
+time.sleep(0.2)
+idle.sendall(b"ping")
+check(recv_exact(idle, 4) == b"ping", "echo")
+t0 = time.time()
+idle.settimeout(5)
+check(idle.recv(1) == b"", "idle connection not closed")
+took = time.time() - t0
+check(0.4 <= took < 3, "idle close after %.2fs, limit 0.5s" % took)
+
+# A peer that never reads: the server's send stalls and reading pauses; with no
+# progress for the limit the connection goes (a reset, as data is left unread).
+stuck = svc.connect()
+stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+stuck.setblocking(False)
+sent, closed, t0 = 0, False, time.time()
+while time.time() - t0 < 8 and not closed:
+    try:
+        sent += stuck.send(b"x" * 65536)
+    except BlockingIOError:
+        time.sleep(0.05)
+    except (ConnectionResetError, BrokenPipeError):
+        closed = True
+check(closed, "a peer that stopped reading was never cut off (%d bytes sent)" % sent)
+check(sent > 256 << 10, "the server was cut off before it was stuck (%d bytes)" % sent)
+took = time.time() - t0
+check(took < 5, "stuck peer cut off only after %.1fs" % took)
+
+# Everyone else is still served.
+with svc.connect() as s:
+    s.sendall(b"still here")
+    check(recv_exact(s, 10) == b"still here", "echo after the stuck peer")
+svc.stop()
+print("ok")
