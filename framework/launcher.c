@@ -29,7 +29,6 @@
 #include "vq_version.h"
 
 #define MAX_OVERRIDES 64
-#define MSG_POLL_NS   20000 /* see vq_mesh_set_poll; bench_msg shows the effect */
 
 struct vq_runtime {
 	const struct vq_service *svc;
@@ -583,7 +582,7 @@ int vq_main(int argc, char **argv, const struct vq_service *svc)
 		return 1;
 	}
 	/* A doorbell wakes a parked shard in tens of us (more on VMs): poll briefly after traffic. */
-	vq_mesh_set_poll(rt->mesh, MSG_POLL_NS);
+	vq_mesh_set_poll(rt->mesh, rt->cfg.msg_poll_us * 1000); /* io.msg_poll_us */
 	pthread_mutex_init(&rt->mu, NULL);
 	pthread_condattr_t ca;
 
