@@ -69,10 +69,12 @@ void vq_shard_request_stop(struct vq_shard *s)
 {
 	struct vq_shard *me = vq_shard_self();
 
-	if (atomic_exchange(&s->stop_requested, 1))
-		return;
-	if (me != s && s->drv.impl)
+	/* Counted before the flag: once the shard sees the flag it may run to its
+	 * teardown, which must not close the doorbell under our wake. */
+	atomic_fetch_add(&s->stoppers, 1);
+	if (!atomic_exchange(&s->stop_requested, 1) && me != s && s->drv.impl)
 		s->drv.ops->wake(&s->drv, me ? &me->drv : NULL);
+	atomic_fetch_sub(&s->stoppers, 1);
 }
 
 static int pin(struct vq_shard *s)
@@ -278,6 +280,10 @@ int vq_shard_teardown(struct vq_shard *s)
 	vq_timer_disarm(s, &s->accept_retry);
 	if (s->svc->shard_fini)
 		s->svc->shard_fini(s);
+	/* Later stop requests see the flag and leave the driver alone; wait out earlier ones. */
+	atomic_store(&s->stop_requested, 1);
+	while (atomic_load(&s->stoppers))
+		sched_yield(); /* a vq_shard_request_stop() is ringing our doorbell */
 	if (s->drv.impl) {
 		if (s->drv.inflight != s->drv.internal) {
 			vq_err("%u ops still in flight at teardown", s->drv.inflight - s->drv.internal);

@@ -62,6 +62,7 @@ struct vq_shard {
 	uint64_t now_ns;          /* loop-iteration clock */
 	enum vq_shard_state state;
 	_Atomic int stop_requested;
+	_Atomic int stoppers;     /* threads inside vq_shard_request_stop: teardown waits */
 
 	int listen_fd;
 	struct vq_op accept_op;
@@ -96,7 +97,8 @@ void vq_timer_disarm(struct vq_shard *s, struct vq_timer *t);
 
 /*
  * Ask a shard to stop: stop accepting, drain for shutdown.drain_timeout, close.
- * Safe from any thread.
+ * Safe from any thread, also while the shard is stopping on its own: its
+ * teardown waits for a request in progress before the driver goes away.
  */
 void vq_shard_request_stop(struct vq_shard *s);
 
