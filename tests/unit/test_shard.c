@@ -90,7 +90,8 @@ static uint16_t free_port(void)
 	return ntohs(a.sin_port);
 }
 
-static void start(void)
+/* Start the shard; settings are fixed before its thread runs (it reads them unlocked). */
+static void start_with(uint64_t reply_delay_ms, uint64_t drain_ms)
 {
 	struct vq_cfg_table t = vq_config_table(&cfg);
 	char err[256];
@@ -99,12 +100,12 @@ static void start(void)
 	cfg.port = free_port();
 	cfg.buf_count = 64;
 	cfg.buf_provided = 32;
-	cfg.drain_timeout_ms = 2000;
+	cfg.drain_timeout_ms = drain_ms;
 	memset(&shard, 0, sizeof(shard));
 	shard.cpu = 0;
 	shard.cfg = &cfg;
 	shard.svc = &line_svc;
-	delay_ms = 0;
+	delay_ms = reply_delay_ms;
 	pthread_barrier_init(&ready, NULL, 2);
 	pthread_create(&thread, NULL, run, NULL);
 	pthread_barrier_wait(&ready);
@@ -149,7 +150,7 @@ START_TEST(start_serve_stop)
 {
 	int fd;
 
-	start();
+	start_with(0, 2000);
 	ck_assert_int_eq(shard.state, VQ_SHARD_RUNNING);
 	fd = dial();
 	ck_assert_int_eq(send(fd, "hello\n", 6, 0), 6);
@@ -165,7 +166,7 @@ END_TEST
 
 START_TEST(stop_with_no_connections)
 {
-	start();
+	start_with(0, 2000);
 	ck_assert_int_eq(stop(), 0);
 	ck_assert_int_eq(shard.state, VQ_SHARD_STOPPED);
 }
@@ -176,8 +177,7 @@ START_TEST(drain_finishes_inflight_requests)
 {
 	int fd;
 
-	start();
-	delay_ms = 300;
+	start_with(300, 2000);
 	fd = dial();
 	ck_assert_int_eq(send(fd, "slow\n", 5, 0), 5);
 	usleep(50000);
@@ -193,8 +193,7 @@ START_TEST(drain_deadline_closes_stragglers)
 {
 	int fd;
 
-	start();
-	cfg.drain_timeout_ms = 200;
+	start_with(0, 200);
 	fd = dial();
 	ck_assert_int_eq(send(fd, "no newline", 10, 0), 10);
 	usleep(50000);
