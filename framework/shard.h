@@ -40,7 +40,7 @@ struct vq_shard_stats {
 	uint64_t bytes_in;
 	uint64_t bytes_out;
 	uint64_t iterations;
-	uint64_t longest_iter_ns;
+	uint64_t longest_iter_ns; /* most time from waking to the timers: completions + messages */
 	uint64_t input_overflows; /* connections closed for exceeding limits.max_input */
 	uint64_t paused;          /* times reading paused for a slow reader */
 	uint64_t idle_closed;
