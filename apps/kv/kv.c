@@ -273,6 +273,15 @@ void kv_snapshot(struct kv_shard *ks, struct kv_snap *sn)
 	sn->queue_waits = ks->queue_waits;
 	sn->pool_waits = ks->pool_waits;
 	sn->items_hash_buckets = ks->store.mask + 1;
+	sn->loop_turns = ks->vs->st.iterations;
+	sn->msg_sent = sn->msg_doorbells = 0;
+	for (unsigned to = 0; ks->vs->mesh && to < ks->nshards; to++) {
+		struct vq_msg_pair_stats ps;
+
+		vq_mesh_pair_stats(ks->vs->mesh, ks->id, to, &ps);
+		sn->msg_sent += ps.sent;
+		sn->msg_doorbells += ps.doorbells;
+	}
 }
 
 /* "VALUE key flags bytes[ cas]\r\n" into head (KV_KEY_MAX + 96 bytes); returns its length. */
@@ -433,6 +442,9 @@ static void format_stats(struct sink *o, struct kv_sess *s, struct kv_snap *snap
 		SHARD_STAT("queue_waits", sn->queue_waits);
 		SHARD_STAT("pool_waits", sn->pool_waits);
 		SHARD_STAT("hash_buckets", sn->items_hash_buckets);
+		SHARD_STAT("loop_turns", sn->loop_turns);
+		SHARD_STAT("msg_sent", sn->msg_sent);
+		SHARD_STAT("msg_doorbells", sn->msg_doorbells);
 #undef SHARD_STAT
 	}
 #undef STAT

@@ -30,6 +30,7 @@ struct kv_snap {
 	uint64_t curr_conns, total_conns;
 	uint64_t forwarded, served_remote, queue_waits, pool_waits;
 	uint64_t items_hash_buckets;
+	uint64_t loop_turns, msg_sent, msg_doorbells; /* the framework's view of this shard */
 };
 
 /* A request as the store sees it; forwarded ones travel inside a kv_pend. */
