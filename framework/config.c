@@ -21,6 +21,7 @@
 	  .dflt = def, .min = lo, .max = hi, .reloadable = reload, .help = text }
 
 static const char *const smt_choices[] = { "one-per-core", "all", NULL };
+static const char *const pin_choices[] = { "core", "node", NULL };
 static const char *const huge_choices[] = { "off", "try", "on", NULL };
 static const char *const driver_choices[] = { "auto", "uring", "epoll", NULL };
 static const char *const level_choices[] = { "", "", "", "err", "warning", "notice", "info",
@@ -39,6 +40,10 @@ static const struct vq_cfg_key framework_keys[] = {
 	    "all, or a list of NUMA nodes the shards are restricted to"),
 	KEY("shards", "count", VQ_CFG_STR, count, "auto", 0, 0, false,
 	    "auto (one shard per selected CPU) or an upper bound on the number of shards"),
+	{ .section = "shards", .name = "pin", .type = VQ_CFG_ENUM,
+	  .offset = offsetof(struct vq_config, pin), .dflt = "core", .choices = pin_choices,
+	  .help = "core (each shard on its own CPU) or node (any core-map CPU of the shard's "
+		  "NUMA node: for hosts whose cores other busy processes share)" },
 	KEY("listen", "address", VQ_CFG_STR, address, "127.0.0.1", 0, 0, false,
 	    "IPv4 or IPv6 address to listen on"),
 	KEY("listen", "port", VQ_CFG_U64, port, "7000", 1, 65535, false, "TCP port"),

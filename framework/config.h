@@ -50,6 +50,8 @@ struct vq_cfg_table {
 
 /* The framework's own settings. */
 enum vq_smt { VQ_SMT_ONE_PER_CORE = 0, VQ_SMT_ALL };
+/* Where a shard's thread may run: its own CPU, or any core-map CPU of its NUMA node. */
+enum vq_pin { VQ_PIN_CORE = 0, VQ_PIN_NODE };
 
 struct vq_config {
 	char cpus[VQ_CFG_STR_MAX];       /* "auto" or a CPU list */
@@ -57,6 +59,7 @@ struct vq_config {
 	char exclude[VQ_CFG_STR_MAX];    /* CPU list, "" = none */
 	char numa_nodes[VQ_CFG_STR_MAX]; /* node list, "" or "all" = every node */
 	char count[VQ_CFG_STR_MAX];      /* "auto" or an upper bound */
+	int pin;                         /* enum vq_pin */
 	char address[VQ_CFG_STR_MAX];
 	uint64_t port;
 	uint64_t backlog;

@@ -474,6 +474,7 @@ static int parse_args(int argc, char **argv, const struct vq_service *svc, bool 
 static void map_rows(const struct vq_runtime *rt, void (*out)(const char *line, void *ctx),
 		     void *ctx)
 {
+	static const char *const drivers[] = { "auto", "uring", "epoll" }; /* io.driver */
 	const struct vq_config *cfg = &rt->cfg;
 	char line[160], pool[48];
 
@@ -485,9 +486,11 @@ static void map_rows(const struct vq_runtime *rt, void (*out)(const char *line, 
 			 cfg->buf_size / 1024);
 		snprintf(line, sizeof(line), "%-5d  %-3d  %-4d  %-7d  %-4d  %-16s  %-4" PRIu64 "  %s",
 			 i, p->cpu, p->core, p->package, p->node, pool, cfg->sq_entries,
-			 "uring" /* the only driver so far; io.driver will choose */);
+			 drivers[cfg->driver]);
 		out(line, ctx);
 	}
+	if (cfg->pin == VQ_PIN_NODE)
+		out("shards.pin = node: a shard may run on any CPU above on its own node", ctx);
 }
 
 static void row_to_stdout(const char *line, void *ctx)
@@ -573,6 +576,14 @@ int vq_main(int argc, char **argv, const struct vq_service *svc)
 	for (int i = 0; i < rt->nshards; i++) {
 		rt->shards[i].id = i;
 		rt->shards[i].cpu = rt->map.place[i].cpu;
+		/*
+		 * shards.pin = node: the scheduler may move the thread off a CPU another
+		 * process is busy on, but only within the core map and the NUMA node,
+		 * so the shard's memory stays local.
+		 */
+		for (int j = 0; rt->cfg.pin == VQ_PIN_NODE && j < rt->nshards; j++)
+			if (rt->map.place[j].node == rt->map.place[i].node)
+				CPU_SET(rt->map.place[j].cpu, &rt->shards[i].run_on);
 	}
 	/* The rings exist before any shard runs, so a shard may send from its first turn. */
 	ret = vq_mesh_create(&rt->mesh, rt->shards, (unsigned)rt->nshards, 0);

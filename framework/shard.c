@@ -84,8 +84,13 @@ static int pin(struct vq_shard *s)
 	s->node = -1;
 	if (s->cpu < 0)
 		return 0;
-	CPU_ZERO(&set);
-	CPU_SET(s->cpu, &set);
+	/* The NUMA node (pool, heap) is always the home CPU's, wherever the thread runs. */
+	if (CPU_COUNT(&s->run_on)) {
+		set = s->run_on;
+	} else {
+		CPU_ZERO(&set);
+		CPU_SET(s->cpu, &set);
+	}
 	if (sched_setaffinity(0, sizeof(set), &set)) {
 		snprintf(s->error, sizeof(s->error), "pin to CPU %d: %s", s->cpu, strerror(errno));
 		return -errno;

@@ -3,6 +3,7 @@
 #define VQ_SHARD_H
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -48,8 +49,9 @@ struct vq_shard_stats {
 
 struct vq_shard {
 	int id;
-	int cpu;
+	int cpu;                  /* home CPU: the core map's place, which picks the NUMA node */
 	int node;
+	cpu_set_t run_on;         /* shards.pin = node: where the thread may run; empty = cpu */
 	struct vq_runtime *rt;
 	struct vq_mesh *mesh;     /* message rings to the other shards; NULL = none */
 	const struct vq_service *svc;
@@ -103,7 +105,8 @@ void vq_timer_disarm(struct vq_shard *s, struct vq_timer *t);
 void vq_shard_request_stop(struct vq_shard *s);
 
 /*
- * Set up a shard on the calling thread: pin to s->cpu (if >= 0), bind to its
+ * Set up a shard on the calling thread: pin to s->cpu (if >= 0; to s->run_on
+ * when that is not empty), bind to its
  * NUMA node, create the pool and the driver, open the listener when
  * `listen` is true. Returns 0 or -errno with s->error set.
  */

@@ -6,8 +6,13 @@
  * every request's latency, from its send to the end of its reply, goes into a
  * histogram with 1 µs buckets below 10 ms. Prints one line of results.
  *
+ * With -r RATE the load is offered at RATE requests per second in all instead:
+ * request i is due at start + i / RATE and goes out on the next connection
+ * with fewer than D in flight; its latency counts from when it was due, so a
+ * server that falls behind is charged for the wait.
+ *
  *   kv_load -p PORT [-c conns] [-d depth] [-t secs] [-k keys] [-v value bytes]
- *           [-g get ratio] [-m keys per get] [-C cpu] [-P server pid]
+ *           [-g get ratio] [-m keys per get] [-r rate] [-C cpu] [-P server pid]
  *
  * With -P, the server's CPU time (utime + stime from /proc/PID/stat) over the
  * measured window is divided by the requests completed in it: cpu_us_per_req.
@@ -44,7 +49,7 @@ struct conn {
 };
 
 static int port = 11211, nconns = 16, depth = 1, secs = 5, nkeys = 10000, vsize = 32, mget = 1;
-static double get_ratio = 0.9;
+static double get_ratio = 0.9, rate;
 static uint64_t hist[HIST_US + 1], done, gets, sets, errors, values;
 static char *value;
 static uint64_t rng = 88172645463325252ull;
@@ -151,6 +156,22 @@ static void parse(struct conn *c, uint64_t t)
 	c->nin -= pos;
 }
 
+/* Send what queue_request() built; the socket buffer always has room for it here. */
+static int flush(struct conn *c)
+{
+	ssize_t w;
+
+	if (!c->nout)
+		return 0;
+	w = write(c->fd, c->out, c->nout);
+	if (w != (ssize_t)c->nout) {
+		fprintf(stderr, "short write\n");
+		return 1;
+	}
+	c->nout = 0;
+	return 0;
+}
+
 static int connect_one(void)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
@@ -233,8 +254,10 @@ int main(int argc, char **argv)
 	struct conn *conns;
 	uint64_t start, end, measured_from;
 	struct epoll_event ev[64];
+	uint64_t issued = 0;
+	int next_conn = 0;
 
-	while ((opt = getopt(argc, argv, "p:c:d:t:k:v:g:m:C:P:")) != -1) {
+	while ((opt = getopt(argc, argv, "p:c:d:t:k:v:g:m:r:C:P:")) != -1) {
 		switch (opt) {
 		case 'p': port = atoi(optarg); break;
 		case 'c': nconns = atoi(optarg); break;
@@ -244,11 +267,13 @@ int main(int argc, char **argv)
 		case 'v': vsize = atoi(optarg); break;
 		case 'g': get_ratio = atof(optarg); break;
 		case 'm': mget = atoi(optarg); break;
+		case 'r': rate = atof(optarg); break;
 		case 'C': cpu = atoi(optarg); break;
 		case 'P': pid = atoi(optarg); break;
 		default:
 			fprintf(stderr, "usage: %s -p port [-c conns] [-d depth] [-t secs] [-k keys] "
-					"[-v bytes] [-g get ratio] [-m keys per get] [-C cpu]\n", argv[0]);
+					"[-v bytes] [-g get ratio] [-m keys per get] [-r rate] [-C cpu] "
+					"[-P pid]\n", argv[0]);
 			return 2;
 		}
 	}
@@ -275,20 +300,30 @@ int main(int argc, char **argv)
 		conns[i].fd = connect_one();
 		fcntl(conns[i].fd, F_SETFL, O_NONBLOCK);
 		epoll_ctl(ep, EPOLL_CTL_ADD, conns[i].fd, &e);
-		for (int d = 0; d < depth; d++)
+		for (int d = 0; !rate && d < depth; d++)
 			queue_request(&conns[i], start);
-		if (write(conns[i].fd, conns[i].out, conns[i].nout) != (ssize_t)conns[i].nout) {
-			perror("write");
+		if (flush(&conns[i]))
 			return 1;
-		}
-		conns[i].nout = 0;
 	}
+	start = now_ns();
 	/* A quarter-second warm-up is not counted. */
 	measured_from = start + 250000000ull;
 	end = measured_from + (uint64_t)secs * 1000000000ull;
 	for (int warm = 1;;) {
-		int n = epoll_wait(ep, ev, 64, 100);
-		uint64_t t = now_ns();
+		struct timespec wait = { 0, 100000000 };
+		int n;
+		uint64_t t;
+
+		if (rate) {
+			uint64_t due = start + (uint64_t)((double)issued * 1e9 / rate);
+
+			t = now_ns();
+			wait.tv_nsec = due > t ? (long)(due - t) : 0;
+			if (wait.tv_nsec > 100000000)
+				wait.tv_nsec = 100000000;
+		}
+		n = epoll_pwait2(ep, ev, 64, &wait, NULL);
+		t = now_ns();
 
 		if (warm && t >= measured_from) {
 			warm = 0;
@@ -315,17 +350,25 @@ int main(int argc, char **argv)
 			c->nin += (size_t)r;
 			parse(c, t);
 			/* Closed loop: refill to the pipeline depth, one write. */
-			while ((int)c->count < depth)
+			while (!rate && (int)c->count < depth)
 				queue_request(c, t);
-			if (c->nout) {
-				ssize_t w = write(c->fd, c->out, c->nout);
+			if (flush(c))
+				return 1;
+		}
+		/* Offered load: every request now due, round robin over connections with room. */
+		for (int tries = 0; rate && tries < nconns; tries++) {
+			struct conn *c = &conns[next_conn];
+			uint64_t due;
 
-				if (w != (ssize_t)c->nout) {
-					fprintf(stderr, "short write\n");
-					return 1;
-				}
-				c->nout = 0;
+			next_conn = (next_conn + 1) % nconns;
+			while ((int)c->count < depth &&
+			       (due = start + (uint64_t)((double)issued * 1e9 / rate)) <= t) {
+				queue_request(c, due);
+				issued++;
+				tries = 0;
 			}
+			if (flush(c))
+				return 1;
 		}
 	}
 	printf("requests=%llu secs=%d rps=%.0f gets=%llu sets=%llu values=%llu errors=%llu "

@@ -53,7 +53,8 @@ def shard_affinity(pid):
     return out
 
 
-def run_case(name, overrides, want_cpus, prefix=()):
+def run_case(name, overrides, want_cpus, prefix=(), want_allowed=None):
+    """want_allowed: every shard thread's Cpus_allowed_list; default its own CPU."""
     rows = table(check_config(overrides, prefix).stdout)
     check([r[1] for r in rows] == want_cpus, "%s: --check-config map %s, wanted CPUs %s" %
           (name, rows, want_cpus))
@@ -63,7 +64,7 @@ def run_case(name, overrides, want_cpus, prefix=()):
         check(logged == rows, "%s: start-up log map %s differs from --check-config %s" %
               (name, logged, rows))
         aff = shard_affinity(svc.proc.pid)
-        check(aff == {i: str(c) for i, c in enumerate(want_cpus)},
+        check(aff == {i: want_allowed or str(c) for i, c in enumerate(want_cpus)},
               "%s: shard threads run on %s, wanted %s" % (name, aff, want_cpus))
         with svc.connect() as s:
             s.sendall(b"ping\n")
@@ -79,6 +80,11 @@ run_case("taskset + auto", {"shards.cpus": "auto"}, [last], prefix=("taskset", "
 run_case("list", {"shards.cpus": str(last)}, [last])
 run_case("count bound", {"shards.cpus": "auto", "shards.count": "1"}, [0])
 run_case("exclude cpu 0", {"shards.cpus": "auto", "shards.exclude": "0"}, list(range(1, NCPU)))
+# shards.pin = node: same homes, but each thread may run on every core-map CPU of its node.
+if len([n for n in os.listdir("/sys/devices/system/node") if re.match(r"node\d+$", n)]) == 1:
+    run_case("pin node", {"shards.cpus": "auto", "shards.pin": "node"}, list(range(NCPU)),
+             want_allowed="0-%d" % last)
+    run_case("pin node, one CPU", {"shards.cpus": str(last), "shards.pin": "node"}, [last])
 
 # A listed CPU outside taskset's set: fatal, names the CPU, the allowed set and the line.
 with tempfile.NamedTemporaryFile("w", suffix=".ini", delete=False) as f:
