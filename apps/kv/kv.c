@@ -273,9 +273,10 @@ void kv_snapshot(struct kv_shard *ks, struct kv_snap *sn)
 	sn->queue_waits = ks->queue_waits;
 	sn->pool_waits = ks->pool_waits;
 	sn->items_hash_buckets = ks->store.mask + 1;
-	sn->loop_turns = ks->vs->st.iterations;
+	/* No framework shard under the unit tests (kv_shard_init with vs = NULL). */
+	sn->loop_turns = ks->vs ? ks->vs->st.iterations : 0;
 	sn->msg_sent = sn->msg_doorbells = 0;
-	for (unsigned to = 0; ks->vs->mesh && to < ks->nshards; to++) {
+	for (unsigned to = 0; ks->vs && ks->vs->mesh && to < ks->nshards; to++) {
 		struct vq_msg_pair_stats ps;
 
 		vq_mesh_pair_stats(ks->vs->mesh, ks->id, to, &ps);
