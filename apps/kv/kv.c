@@ -273,6 +273,7 @@ void kv_snapshot(struct kv_shard *ks, struct kv_snap *sn)
 	sn->queue_waits = ks->queue_waits;
 	sn->pool_waits = ks->pool_waits;
 	sn->items_hash_buckets = ks->store.mask + 1;
+	/* No framework shard under the unit tests (kv_shard_init with vs = NULL). */
 	sn->loop_turns = ks->vs ? ks->vs->st.iterations : 0;
 	sn->msg_sent = sn->msg_doorbells = 0;
 	for (unsigned to = 0; ks->vs && ks->vs->mesh && to < ks->nshards; to++) {
@@ -284,6 +285,24 @@ void kv_snapshot(struct kv_shard *ks, struct kv_snap *sn)
 	}
 }
 
+/*
+ * v in decimal at p (at most 20 digits); returns the end. Every hit's VALUE line
+ * has two or three numbers: printf's format parsing cost more than the lookup.
+ */
+static char *put_u64(char *p, uint64_t v)
+{
+	char tmp[20];
+	size_t n = 0;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	while (n)
+		*p++ = tmp[--n];
+	return p;
+}
+
 /* "VALUE key flags bytes[ cas]\r\n" into head (KV_KEY_MAX + 96 bytes); returns its length. */
 size_t kv_value_line(char *head, const struct kv_item *it, bool cas)
 {
@@ -293,9 +312,14 @@ size_t kv_value_line(char *head, const struct kv_item *it, bool cas)
 	p += 6;
 	memcpy(p, it->data, it->nkey);
 	p += it->nkey;
-	p += sprintf(p, " %u %u", it->flags, it->nval);
-	if (cas)
-		p += sprintf(p, " %llu", (unsigned long long)it->cas);
+	*p++ = ' ';
+	p = put_u64(p, it->flags);
+	*p++ = ' ';
+	p = put_u64(p, it->nval);
+	if (cas) {
+		*p++ = ' ';
+		p = put_u64(p, it->cas);
+	}
 	memcpy(p, "\r\n", 2);
 	return (size_t)(p + 2 - head);
 }
@@ -334,8 +358,9 @@ void kv_format(struct sink *o, const struct kv_req *r)
 		if (r->noreply)
 			return;
 		if (r->status == KV_STORED) {
-			n = snprintf(head, sizeof(head), "%llu\r\n", (unsigned long long)r->num);
-			kv_put(o, head, (size_t)n);
+			n = (int)(put_u64(head, r->num) - head);
+			memcpy(head + n, "\r\n", 2);
+			kv_put(o, head, (size_t)n + 2);
 			return;
 		}
 		puts_(o, words[r->status]);
@@ -484,69 +509,108 @@ void kv_flush(struct kv_sess *s)
 
 /* A multi-get batches its keys per owner for the first this many shards. */
 #define KV_BATCH_SHARDS 64
+/* Keys of a retrieval line remembered by the check pass, so most lines are tokenized once. */
+#define KV_GET_SAVED 16
+
+struct get_batch {
+	struct kv_pend *first[KV_BATCH_SHARDS], *last[KV_BATCH_SHARDS];
+	int64_t exptime;
+	bool any_fwd;
+};
+
+/* One key of a retrieval command: answered here, or chained for its owner. Returns false
+ * when out of memory (the session is broken then). */
+static bool get_key(struct kv_sess *s, const struct kv_cmd *cmd, struct get_batch *gb,
+		    const char *key, size_t nkey)
+{
+	struct kv_shard *ks = s->ks;
+	uint64_t hash = kv_hash(key, nkey);
+	unsigned dst = owner(ks, hash);
+	struct kv_pend *pd;
+
+	if (dst == ks->id) {
+		struct kv_req r = { .op = cmd->type, .key = key, .nkey = nkey, .hash = hash,
+				    .exptime = gb->exptime };
+		struct sink o;
+
+		kv_exec(ks, &r);
+		if (r.item) {
+			o = local_sink(s);
+			kv_format(&o, &r);
+		}
+		return true;
+	}
+	pd = pend_new(s);
+	if (!pd) {
+		broken(s); /* closes; the chains already made still go out and come back */
+		return false;
+	}
+	pd->dst = dst;
+	pd->r = (struct kv_req){ .op = cmd->type, .key = pd->key, .nkey = nkey, .hash = hash,
+				 .exptime = gb->exptime };
+	memcpy(pd->key, key, nkey);
+	if (dst >= KV_BATCH_SHARDS) {
+		kv_forward(s, pd);
+		return true;
+	}
+	/* One message per owner shard: chain its keys, send after the loop. */
+	kv_enqueue_forwarded(s, pd);
+	if (gb->last[dst])
+		gb->last[dst]->bnext = pd;
+	else
+		gb->first[dst] = pd;
+	gb->last[dst] = pd;
+	gb->any_fwd = true;
+	return true;
+}
 
 static void do_get(struct kv_sess *s, const struct kv_cmd *cmd)
 {
 	struct kv_shard *ks = s->ks;
-	const char *p = cmd->keys, *key;
+	const char *p = cmd->keys, *rest = NULL, *key;
+	const char *skey[KV_GET_SAVED];
+	size_t snkey[KV_GET_SAVED];
+	unsigned nsaved = 0;
 	size_t nkey;
 	int ret;
-	int64_t exptime = 0;
+	struct get_batch gb;
+	struct sink o;
 
 	/* Check every key first so a bad one fails the whole command, before any VALUE line. */
-	while ((ret = kv_next_key(&p, cmd->end, &key, &nkey)) > 0)
-		;
+	while ((ret = kv_next_key(&p, cmd->end, &key, &nkey)) > 0) {
+		if (nsaved < KV_GET_SAVED) {
+			skey[nsaved] = key;
+			snkey[nsaved++] = nkey;
+			rest = p;
+		}
+	}
 	if (ret < 0) {
 		reply(s, "CLIENT_ERROR bad command line format");
 		return;
 	}
-	struct kv_pend *first[KV_BATCH_SHARDS] = { 0 }, *last[KV_BATCH_SHARDS] = { 0 };
-
-	if (cmd->type == KV_C_GAT || cmd->type == KV_C_GATS)
-		exptime = kv_exptime(cmd->exptime, kv_now(ks));
-	p = cmd->keys;
-	while (kv_next_key(&p, cmd->end, &key, &nkey) > 0) {
-		uint64_t hash = kv_hash(key, nkey);
-		unsigned dst = owner(ks, hash);
-
-		if (dst == ks->id) {
-			struct kv_req r = { .op = cmd->type, .key = key, .nkey = nkey, .hash = hash,
-					    .exptime = exptime };
-			struct sink o;
-
-			kv_exec(ks, &r);
-			if (r.item) {
-				o = local_sink(s);
-				kv_format(&o, &r);
-			}
-		} else {
-			struct kv_pend *pd = pend_new(s);
-
-			if (!pd) {
-				broken(s); /* closes; the chains below still go out and come back */
-				break;
-			}
-			pd->dst = dst;
-			pd->r = (struct kv_req){ .op = cmd->type, .key = pd->key, .nkey = nkey,
-						 .hash = hash, .exptime = exptime };
-			memcpy(pd->key, key, nkey);
-			if (dst >= KV_BATCH_SHARDS) {
-				kv_forward(s, pd);
-				continue;
-			}
-			/* One message per owner shard: chain its keys, send after the loop. */
-			kv_enqueue_forwarded(s, pd);
-			if (last[dst])
-				last[dst]->bnext = pd;
-			else
-				first[dst] = pd;
-			last[dst] = pd;
-		}
+	gb.exptime = 0;
+	gb.any_fwd = false;
+	if (ks->nshards > 1) {
+		memset(gb.first, 0, sizeof(gb.first));
+		memset(gb.last, 0, sizeof(gb.last));
 	}
-	for (unsigned i = 0; i < KV_BATCH_SHARDS && i < ks->nshards; i++)
-		if (first[i])
-			kv_send_forwarded(s, first[i]);
-	reply(s, "END");
+	if (cmd->type == KV_C_GAT || cmd->type == KV_C_GATS)
+		gb.exptime = kv_exptime(cmd->exptime, kv_now(ks));
+	for (unsigned i = 0; i < nsaved; i++)
+		if (!get_key(s, cmd, &gb, skey[i], snkey[i]))
+			goto out;
+	/* Keys past the saved ones: tokenize again from where the saved ones ended. */
+	p = rest;
+	while (p && kv_next_key(&p, cmd->end, &key, &nkey) > 0)
+		if (!get_key(s, cmd, &gb, key, nkey))
+			break;
+out:
+	if (gb.any_fwd)
+		for (unsigned i = 0; i < KV_BATCH_SHARDS && i < ks->nshards; i++)
+			if (gb.first[i])
+				kv_send_forwarded(s, gb.first[i]);
+	o = local_sink(s);
+	kv_put(&o, "END\r\n", 5);
 }
 
 /* delete, incr, decr, touch: one key, no data. */
