@@ -104,7 +104,9 @@ pkg-config --exists veloq || fail "pkg-config does not find veloq in $PKG_CONFIG
 # shellcheck disable=SC2046,SC2086
 $cc $flags -std=gnu11 -Wall -Wextra -Werror -o "$TMP/pc-shared" "$SRC/main.c" \
 	$(pkg-config --cflags --libs veloq) -Wl,-rpath,"$libdir" || fail "pkg-config shared build"
-ldd "$TMP/pc-shared" | grep -q "libveloq.so" || fail "pc-shared is not linked to libveloq.so"
+# ldd's output in full first: with pipefail, grep -q quitting early can SIGPIPE ldd.
+links_veloq() { local deps; deps=$(ldd "$1") && grep -q "libveloq.so" <<<"$deps"; }
+links_veloq "$TMP/pc-shared" || fail "pc-shared is not linked to libveloq.so"
 serve pkg-config-shared "$TMP/pc-shared"
 
 static_libs=$(pkg-config --static --libs veloq)
@@ -112,6 +114,6 @@ static_libs=${static_libs/-lveloq/-Wl,-Bstatic -lveloq -Wl,-Bdynamic}
 # shellcheck disable=SC2046,SC2086
 $cc $flags -std=gnu11 -Wall -Wextra -Werror -o "$TMP/pc-static" "$SRC/main.c" \
 	$(pkg-config --cflags veloq) $static_libs || fail "pkg-config --static build"
-! ldd "$TMP/pc-static" | grep -q "libveloq.so" || fail "pc-static links libveloq.so"
+! links_veloq "$TMP/pc-static" || fail "pc-static links libveloq.so"
 serve pkg-config-static "$TMP/pc-static"
 echo "ok"
