@@ -87,6 +87,11 @@ static const struct vq_cfg_key framework_keys[] = {
 	    "for tests only: SIGUSR2 makes a shard hang forever, to exercise the watchdog"),
 };
 
+const char *vq_driver_choice_name(int choice)
+{
+	return driver_choices[choice];
+}
+
 struct vq_cfg_table vq_config_table(struct vq_config *cfg)
 {
 	return (struct vq_cfg_table){ framework_keys,

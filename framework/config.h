@@ -84,6 +84,9 @@ struct vq_config {
 /* io.driver */
 enum vq_driver_choice { VQ_DRIVER_AUTO = 0, VQ_DRIVER_URING, VQ_DRIVER_EPOLL };
 
+/* io.driver's value as written in a config file ("auto", "uring", "epoll"). */
+const char *vq_driver_choice_name(int choice);
+
 /* The framework's table, filling *cfg. */
 struct vq_cfg_table vq_config_table(struct vq_config *cfg);
 

@@ -474,7 +474,6 @@ static int parse_args(int argc, char **argv, const struct vq_service *svc, bool 
 static void map_rows(const struct vq_runtime *rt, void (*out)(const char *line, void *ctx),
 		     void *ctx)
 {
-	static const char *const drivers[] = { "auto", "uring", "epoll" }; /* io.driver */
 	const struct vq_config *cfg = &rt->cfg;
 	char line[160], pool[48];
 
@@ -486,7 +485,7 @@ static void map_rows(const struct vq_runtime *rt, void (*out)(const char *line, 
 			 cfg->buf_size / 1024);
 		snprintf(line, sizeof(line), "%-5d  %-3d  %-4d  %-7d  %-4d  %-16s  %-4" PRIu64 "  %s",
 			 i, p->cpu, p->core, p->package, p->node, pool, cfg->sq_entries,
-			 drivers[cfg->driver]);
+			 vq_driver_choice_name(cfg->driver));
 		out(line, ctx);
 	}
 	if (cfg->pin == VQ_PIN_NODE)

@@ -105,10 +105,10 @@ void vq_timer_disarm(struct vq_shard *s, struct vq_timer *t);
 void vq_shard_request_stop(struct vq_shard *s);
 
 /*
- * Set up a shard on the calling thread: pin to s->cpu (if >= 0; to s->run_on
- * when that is not empty), bind to its
- * NUMA node, create the pool and the driver, open the listener when
- * `listen` is true. Returns 0 or -errno with s->error set.
+ * Set up a shard on the calling thread: pin to s->cpu if >= 0 (to s->run_on
+ * when that is not empty), bind to s->cpu's NUMA node, create the pool and the
+ * driver, open the listener when `listen` is true. Returns 0 or -errno with
+ * s->error set.
  */
 int vq_shard_setup(struct vq_shard *s, bool listen);
 
