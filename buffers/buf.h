@@ -69,6 +69,15 @@ static inline void vq_bufq_push(struct vq_bufq *q, struct vq_buf *b)
 	q->bytes += b->len;
 }
 
+static inline void vq_bufq_push_front(struct vq_bufq *q, struct vq_buf *b)
+{
+	b->next = q->head;
+	q->head = b;
+	if (!q->tail)
+		q->tail = b;
+	q->bytes += b->len;
+}
+
 static inline struct vq_buf *vq_bufq_pop(struct vq_bufq *q)
 {
 	struct vq_buf *b = q->head;

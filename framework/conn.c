@@ -57,6 +57,20 @@ static void arm_rx(struct vq_conn *c)
 		c->flags |= VQ_CONN_RX;
 }
 
+/* (Re)start reading unless something stops it: back-pressure, the app, the peer's EOF, closing. */
+static void resume_rx(struct vq_conn *c)
+{
+	if (!(c->flags & (VQ_CONN_RX | VQ_CONN_PAUSED | VQ_CONN_HELD | VQ_CONN_EOF |
+			  VQ_CONN_CLOSING | VQ_CONN_ABORT | VQ_CONN_CLOSED)))
+		arm_rx(c);
+}
+
+static void stop_rx(struct vq_conn *c)
+{
+	if (c->flags & VQ_CONN_RX)
+		c->shard->drv.ops->cancel(&c->shard->drv, &c->rx);
+}
+
 static void tx_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
 {
 	struct vq_conn *c = conn_of(op, tx);
@@ -70,11 +84,13 @@ static void tx_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
 	}
 	c->shard->st.bytes_out += (uint64_t)res;
 	c->last_active_ns = c->shard->now_ns;
-	if (c->flags & VQ_CONN_PAUSED && queued_out(c) < output_limit(c) / 2 &&
-	    !(c->flags & (VQ_CONN_CLOSING | VQ_CONN_ABORT))) {
+	if (c->flags & VQ_CONN_PAUSED && queued_out(c) < output_limit(c) / 2) {
 		c->flags &= ~VQ_CONN_PAUSED;
-		if (!(c->flags & VQ_CONN_RX))
-			arm_rx(c);
+		resume_rx(c);
+		/* Work the app left when the output filled up (queued input, a reply it
+		 * was part way through): its turn now. */
+		if (!(c->flags & VQ_CONN_ABORT))
+			c->shard->svc->on_data(c);
 	}
 	progress(c);
 }
@@ -207,9 +223,8 @@ static void rx_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
 			c->flags |= VQ_CONN_EOF;
 			deliver = true;
 		} else if (res == -ECANCELED) {
-			/* Paused, closing, or resumed before the cancel landed. */
-			if (!(c->flags & (VQ_CONN_PAUSED | VQ_CONN_CLOSING | VQ_CONN_ABORT)))
-				arm_rx(c);
+			/* Paused, held, closing, or resumed before the cancel landed. */
+			resume_rx(c);
 		} else if (res < 0) {
 			vq_conn_abort(c, res);
 		}
@@ -338,15 +353,35 @@ int vq_conn_write(struct vq_conn *c, struct vq_buf *buf)
 		return 0;
 	}
 	vq_bufq_push(&c->out, buf);
-	if (queued_out(c) > output_limit(c) && c->flags & VQ_CONN_RX &&
-	    !(c->flags & VQ_CONN_PAUSED)) {
+	if (!(c->flags & VQ_CONN_PAUSED) && vq_conn_output_full(c)) {
 		/* The peer reads slower than it writes: stop reading until it catches up. */
 		c->flags |= VQ_CONN_PAUSED;
 		c->shard->st.paused++;
-		c->shard->drv.ops->cancel(&c->shard->drv, &c->rx);
+		stop_rx(c);
 	}
 	start_tx(c);
 	return 0;
+}
+
+void vq_conn_unread(struct vq_conn *c, struct vq_buf *b)
+{
+	vq_bufq_push_front(&c->in, b);
+}
+
+bool vq_conn_output_full(const struct vq_conn *c)
+{
+	return queued_out(c) > output_limit(c);
+}
+
+void vq_conn_hold_input(struct vq_conn *c, bool hold)
+{
+	if (hold) {
+		c->flags |= VQ_CONN_HELD;
+		stop_rx(c);
+	} else {
+		c->flags &= ~VQ_CONN_HELD;
+		resume_rx(c);
+	}
 }
 
 int vq_conn_write_copy(struct vq_conn *c, const void *data, size_t n)

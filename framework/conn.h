@@ -18,6 +18,7 @@ struct vq_shard;
 #define VQ_CONN_CLOSING (1u << 4) /* close once the output is flushed */
 #define VQ_CONN_ABORT   (1u << 5) /* close now, dropping queued output */
 #define VQ_CONN_CLOSED  (1u << 6) /* the close op is submitted */
+#define VQ_CONN_HELD    (1u << 7) /* reading stopped by the app: vq_conn_hold_input */
 
 /*
  * A TCP connection owned by one shard. The framework owns the read side (a
@@ -49,6 +50,29 @@ static inline void *vq_conn_app(struct vq_conn *c)
 /* Take the oldest input buffer; the caller owns it. NULL when none is queued. */
 struct vq_buf *vq_conn_read(struct vq_conn *c);
 
+/*
+ * Give back a buffer taken with vq_conn_read, its unconsumed bytes still valid
+ * (vq_buf_consume the used ones): it is read first next time. For an app that
+ * stops taking requests part way through its input; see vq_conn_output_full.
+ */
+void vq_conn_unread(struct vq_conn *c, struct vq_buf *b);
+
+/*
+ * As much output is queued as the connection may hold (limits.max_output, less
+ * when the pool runs low). An app that turns requests into replies should then
+ * stop: leave the rest of the input queued (vq_conn_unread) and return from
+ * on_data. Reading is paused meanwhile, and on_data runs again once the peer
+ * has taken half of the output, whether or not input is queued. One input buffer of small requests can ask for
+ * far more output than any buffer pool holds: this is what bounds it.
+ */
+bool vq_conn_output_full(const struct vq_conn *c);
+
+/*
+ * The app holds queued input back for a reason of its own (e.g. replies owed
+ * by other shards): stop reading from the peer (true) until it says so (false).
+ * on_data is not called for the held input; the app resumes it itself.
+ */
+void vq_conn_hold_input(struct vq_conn *c, bool hold);
 /*
  * Queue buf's valid bytes for sending after everything queued before. The
  * connection takes ownership in every case and releases buf to its pool once

@@ -30,9 +30,10 @@ struct vq_service {
 	/* A new connection; return 0 to keep it, -errno to close it. */
 	int (*on_accept)(struct vq_conn *c);
 	/*
-	 * Input arrived (c->in) or the peer finished sending (VQ_CONN_EOF set in
-	 * c->flags). Consume what forms complete requests; leave the rest queued
-	 * for the next call.
+	 * Input arrived (c->in), the peer finished sending (VQ_CONN_EOF set in
+	 * c->flags), or output that had filled up has drained (vq_conn_output_full).
+	 * Consume what forms complete requests, stopping while the output is full;
+	 * leave the rest queued for the next call.
 	 */
 	void (*on_data)(struct vq_conn *c);
 	/* The connection is gone; release what the app holds for it. */

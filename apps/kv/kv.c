@@ -127,6 +127,8 @@ void kv_put(struct sink *o, const void *d, size_t n)
 	if (o->p) {
 		if (obuf_put(&o->p->out, d, n))
 			broken(s);
+		else
+			s->held += n;
 		return;
 	}
 	if (s->io.write(s->io.ctx, d, n))
@@ -386,6 +388,7 @@ void kv_sess_free(struct kv_sess *s)
 		pend_free(p);
 	}
 	free(s->line);
+	free(s->rest);
 	free(s);
 }
 
@@ -484,6 +487,7 @@ void kv_flush(struct kv_sess *s)
 		s->head = p->next;
 		if (!s->head)
 			s->tail = NULL;
+		s->held -= p->out.len;
 		if (p->stats_sum) {
 			struct sink o = { s, NULL };
 
@@ -564,17 +568,93 @@ static bool get_key(struct kv_sess *s, const struct kv_cmd *cmd, struct get_batc
 	return true;
 }
 
+static void get_batch_init(struct get_batch *gb, const struct kv_shard *ks, int64_t exptime)
+{
+	gb->exptime = exptime;
+	gb->any_fwd = false;
+	if (ks->nshards > 1) {
+		memset(gb->first, 0, sizeof(gb->first));
+		memset(gb->last, 0, sizeof(gb->last));
+	}
+}
+
+/* Send the keys chained per owner shard. */
+static void get_batch_send(struct kv_sess *s, const struct get_batch *gb)
+{
+	if (gb->any_fwd)
+		for (unsigned i = 0; i < KV_BATCH_SHARDS && i < s->ks->nshards; i++)
+			if (gb->first[i])
+				kv_send_forwarded(s, gb->first[i]);
+}
+
+/*
+ * Answer the keys of [p, end) until the session is full. Returns NULL when all
+ * are answered (or the session broke), else where the next unanswered key starts.
+ */
+static const char *get_keys(struct kv_sess *s, const struct kv_cmd *cmd, struct get_batch *gb,
+			    const char *p, const char *end)
+{
+	const char *key;
+	size_t nkey;
+
+	for (;;) {
+		const char *at = p;
+
+		if (kv_next_key(&p, end, &key, &nkey) <= 0)
+			return NULL;
+		if (kv_sess_full(s))
+			return at;
+		if (!get_key(s, cmd, gb, key, nkey))
+			return NULL;
+	}
+}
+
+/*
+ * A retrieval line stopped part way: keep its unanswered keys (the line itself
+ * may lie in an input buffer about to go back to the pool) and take no more
+ * requests until they are answered.
+ */
+static void get_stop(struct kv_sess *s, const struct kv_cmd *cmd, int64_t exptime,
+		     const char *at, const char *end)
+{
+	size_t n = (size_t)(end - at);
+
+	if (at != s->rest) {
+		if (n > s->caprest) {
+			char *r = realloc(s->rest, n);
+
+			if (!r) {
+				broken(s);
+				return;
+			}
+			s->rest = r;
+			s->caprest = n;
+		}
+		memmove(s->rest, at, n);
+	}
+	s->nrest = n;
+	s->rest_type = cmd->type;
+	s->rest_exptime = exptime;
+	s->state = KV_S_GET_REST;
+}
+
+static void get_end(struct kv_sess *s)
+{
+	struct sink o = local_sink(s);
+
+	kv_put(&o, "END\r\n", 5);
+}
+
 static void do_get(struct kv_sess *s, const struct kv_cmd *cmd)
 {
 	struct kv_shard *ks = s->ks;
-	const char *p = cmd->keys, *rest = NULL, *key;
+	const char *p = cmd->keys, *rest = NULL, *key, *at = NULL;
 	const char *skey[KV_GET_SAVED];
 	size_t snkey[KV_GET_SAVED];
-	unsigned nsaved = 0;
+	unsigned nsaved = 0, i;
 	size_t nkey;
 	int ret;
 	struct get_batch gb;
-	struct sink o;
 
 	/* Check every key first so a bad one fails the whole command, before any VALUE line. */
 	while ((ret = kv_next_key(&p, cmd->end, &key, &nkey)) > 0) {
@@ -588,29 +668,48 @@ static void do_get(struct kv_sess *s, const struct kv_cmd *cmd)
 		reply(s, "CLIENT_ERROR bad command line format");
 		return;
 	}
-	gb.exptime = 0;
-	gb.any_fwd = false;
-	if (ks->nshards > 1) {
-		memset(gb.first, 0, sizeof(gb.first));
-		memset(gb.last, 0, sizeof(gb.last));
-	}
-	if (cmd->type == KV_C_GAT || cmd->type == KV_C_GATS)
-		gb.exptime = kv_exptime(cmd->exptime, kv_now(ks));
-	for (unsigned i = 0; i < nsaved; i++)
-		if (!get_key(s, cmd, &gb, skey[i], snkey[i]))
-			goto out;
-	/* Keys past the saved ones: tokenize again from where the saved ones ended. */
-	p = rest;
-	while (p && kv_next_key(&p, cmd->end, &key, &nkey) > 0)
-		if (!get_key(s, cmd, &gb, key, nkey))
+	get_batch_init(&gb, ks, cmd->type == KV_C_GAT || cmd->type == KV_C_GATS ?
+				    kv_exptime(cmd->exptime, kv_now(ks)) : 0);
+	for (i = 0; i < nsaved; i++) {
+		if (kv_sess_full(s)) {
+			at = skey[i];
 			break;
-out:
-	if (gb.any_fwd)
-		for (unsigned i = 0; i < KV_BATCH_SHARDS && i < ks->nshards; i++)
-			if (gb.first[i])
-				kv_send_forwarded(s, gb.first[i]);
-	o = local_sink(s);
-	kv_put(&o, "END\r\n", 5);
+		}
+		if (!get_key(s, cmd, &gb, skey[i], snkey[i])) {
+			rest = NULL; /* broken: the connection closes */
+			break;
+		}
+	}
+	/* Keys past the saved ones: tokenize again from where the saved ones ended. */
+	if (!at && rest)
+		at = get_keys(s, cmd, &gb, rest, cmd->end);
+	get_batch_send(s, &gb);
+	if (at)
+		get_stop(s, cmd, gb.exptime, at, cmd->end);
+	else
+		get_end(s);
+}
+
+void kv_sess_resume(struct kv_sess *s)
+{
+	struct kv_cmd cmd = { .type = s->rest_type };
+	struct get_batch gb;
+	const char *at;
+
+	if (s->state != KV_S_GET_REST || kv_sess_full(s))
+		return;
+	get_batch_init(&gb, s->ks, s->rest_exptime);
+	at = get_keys(s, &cmd, &gb, s->rest, s->rest + s->nrest);
+	get_batch_send(s, &gb);
+	if (s->state == KV_S_GET_REST) { /* else it broke */
+		if (at) {
+			get_stop(s, &cmd, gb.exptime, at, s->rest + s->nrest);
+		} else {
+			s->state = KV_S_LINE;
+			get_end(s);
+		}
+	}
+	kv_flush(s);
 }
 
 /* delete, incr, decr, touch: one key, no data. */
@@ -863,14 +962,20 @@ struct kv_sess *kv_sess_new(struct kv_shard *ks, const struct kv_io *io)
 	return s;
 }
 
-void kv_sess_feed(struct kv_sess *s, const char *p, size_t n)
+size_t kv_sess_feed(struct kv_sess *s, const char *p, size_t n)
 {
+	const size_t total = n;
+
+	kv_sess_resume(s);
 	while (n && s->state != KV_S_DONE) {
 		const char *nl;
 		size_t take;
 
 		switch (s->state) {
 		case KV_S_LINE:
+			/* Between two requests: the place to stop while the session is full. */
+			if (!s->nline && kv_sess_full(s))
+				goto stop;
 			nl = memchr(p, '\n', n);
 			if (!s->nline && nl) {
 				/* The whole line is in this buffer: parse it where it lies. */
@@ -945,11 +1050,16 @@ void kv_sess_feed(struct kv_sess *s, const char *p, size_t n)
 			if (nl)
 				s->state = KV_S_LINE;
 			break;
+		case KV_S_GET_REST:
+			goto stop;
 		case KV_S_DONE:
 			break;
 		}
 	}
+	n = 0; /* done, or closing: whatever is left is dropped */
+stop:
 	kv_flush(s);
+	return total - n;
 }
 
 void kv_sess_closed(struct kv_sess *s)

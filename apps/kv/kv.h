@@ -59,10 +59,22 @@ struct kv_io {
 	void (*flush)(void *ctx);
 	/* May be NULL: told when replies start (true) and stop (false) waiting on other shards. */
 	void (*busy)(void *ctx, bool busy);
+	/* May be NULL: the connection holds as much output as it may; take no more requests. */
+	bool (*full)(void *ctx);
 	void *ctx;
 };
 
-enum kv_pstate { KV_S_LINE, KV_S_DATA, KV_S_SWALLOW, KV_S_SWALLOW_LINE, KV_S_DONE };
+/*
+ * Replies a session may hold behind one still owed by another shard before it
+ * takes no more requests (the connection's own output limit covers the rest).
+ */
+#define KV_HELD_MAX (4u << 20)
+
+enum kv_pstate {
+	KV_S_LINE, KV_S_DATA, KV_S_SWALLOW, KV_S_SWALLOW_LINE,
+	KV_S_GET_REST, /* a retrieval line stopped part way: its keys wait in `rest` */
+	KV_S_DONE,
+};
 
 struct kv_sess {
 	struct kv_shard *ks;
@@ -83,13 +95,26 @@ struct kv_sess {
 	/* Replies not yet written, oldest first. */
 	struct kv_pend *head, *tail;
 	unsigned npend;          /* of which forwarded and unanswered */
+	size_t held;             /* reply bytes they hold (behind one owed by another shard) */
+	/* KV_S_GET_REST: the keys of a retrieval line not answered yet. */
+	char *rest;
+	size_t nrest, caprest;
+	enum kv_cmd_type rest_type;
+	int64_t rest_exptime;
 };
 
 /* A session for a new connection (heap-allocated), or NULL when out of memory. */
 struct kv_sess *kv_sess_new(struct kv_shard *ks, const struct kv_io *io);
 
-/* Feed received bytes; all of them are consumed (copied where they must outlive the call). */
-void kv_sess_feed(struct kv_sess *s, const char *p, size_t n);
+/*
+ * Feed received bytes; returns how many were consumed (copied where they must
+ * outlive the call). It stops early, between two requests or between two keys
+ * of a multi-get, once the session is full (kv_sess_full): feed the rest later.
+ */
+size_t kv_sess_feed(struct kv_sess *s, const char *p, size_t n);
+
+/* Go on with a multi-get that stopped because the session was full. */
+void kv_sess_resume(struct kv_sess *s);
 
 /*
  * The connection is gone: no more writes. The session is freed now, or, with
@@ -98,13 +123,16 @@ void kv_sess_feed(struct kv_sess *s, const char *p, size_t n);
 void kv_sess_closed(struct kv_sess *s);
 
 /*
- * Has the session as many forwarded requests in flight as kv.max_pending? Then
- * its connection should read no more input until io.busy(false) says they are
- * all answered: the per-connection bound on queued work.
+ * Should the session take no more requests for now? When its connection's
+ * output is full (io.full), when kv.max_pending forwarded requests are in
+ * flight, or when KV_HELD_MAX bytes of replies wait behind one of them. The
+ * per-connection bound on queued work: a few bytes of requests can ask for
+ * any amount of reply.
  */
-static inline bool kv_sess_saturated(const struct kv_sess *s)
+static inline bool kv_sess_full(const struct kv_sess *s)
 {
-	return s->npend >= s->ks->cfg->max_pending;
+	return s->npend >= s->ks->cfg->max_pending || s->held > KV_HELD_MAX ||
+	       (s->io.full && s->io.full(s->io.ctx));
 }
 
 /* Unix seconds for the shard's current loop turn. */

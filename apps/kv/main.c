@@ -136,8 +136,10 @@ static void spill_drain(void *ctx)
 		memcpy(vq_buf_bytes(b), kc->spill + done, take);
 		b->len = (uint32_t)take;
 		done += take;
-		if (vq_conn_write(c, b))
-			break;
+		if (vq_conn_write(c, b)) {
+			kc->nspill = 0; /* closing: the rest has nowhere to go */
+			return;
+		}
 	}
 	memmove(kc->spill, kc->spill + done, kc->nspill - done);
 	kc->nspill -= done;
@@ -146,8 +148,7 @@ static void spill_drain(void *ctx)
 		vq_pool_wait(&c->shard->pool, &kc->waiter);
 		return;
 	}
-	if (c->in.head)
-		kv_data(c);
+	kv_data(c);
 }
 
 static void conn_flush(void *ctx)
@@ -170,9 +171,17 @@ static void conn_busy(void *ctx, bool busy)
 		vq_conn_hold(c);
 		return;
 	}
-	if (c->in.head)
-		kv_data(c); /* input left unread while the session was saturated */
+	kv_data(c); /* requests left unread while the session was full */
 	vq_conn_unhold(c);
+}
+
+/* No more requests while the replies so far are queued, or wait on the heap for buffers. */
+static bool conn_full(void *ctx)
+{
+	struct vq_conn *c = ctx;
+	struct kv_conn *kc = vq_conn_app(c);
+
+	return kc->nspill || vq_conn_output_full(c);
 }
 
 static void conn_close(void *ctx)
@@ -211,7 +220,7 @@ static int kv_accept(struct vq_conn *c)
 {
 	struct kv_shard *ks = c->shard->app;
 	struct kv_conn *kc = vq_conn_app(c);
-	struct kv_io io = { conn_write, conn_close, conn_flush, conn_busy, c };
+	struct kv_io io = { conn_write, conn_close, conn_flush, conn_busy, conn_full, c };
 
 	/* TCP_NODELAY comes from the listener (framework/listener.c): replies that leave
 	 * in two sends must not wait for the client's delayed ACK. */
@@ -228,11 +237,26 @@ static void kv_data(struct vq_conn *c)
 	struct kv_conn *kc = vq_conn_app(c);
 	struct vq_buf *b;
 
-	/* Every byte is consumed (copied where it must outlive the buffer): input never piles up. */
+	if (!kc->sess)
+		return;
+	kv_sess_resume(kc->sess);
+	/* Bytes are consumed (copied where they must outlive the buffer) until the session is full. */
 	while ((b = vq_conn_read(c))) {
-		kv_sess_feed(kc->sess, (const char *)vq_buf_bytes(b), b->len);
+		size_t used = kv_sess_feed(kc->sess, (const char *)vq_buf_bytes(b), b->len);
+
+		if (used < b->len) {
+			vq_buf_consume(b, (uint32_t)used);
+			vq_conn_unread(c, b);
+			break;
+		}
 		vq_buf_release(b);
 	}
+	/*
+	 * Full for a reason of the session's own (replies owed by other shards, or
+	 * waiting for pool buffers): read no more until conn_busy or spill_drain
+	 * calls again. Full output pauses reading by itself and calls on_data.
+	 */
+	vq_conn_hold_input(c, kv_sess_full(kc->sess) && !vq_conn_output_full(c));
 }
 
 static void kv_conn_closed(struct vq_conn *c)

@@ -557,6 +557,55 @@ START_TEST(test_eviction_via_session)
 }
 END_TEST
 
+/* A connection whose output counts as full once it holds full_at bytes. */
+static size_t full_at;
+
+static bool out_full(void *ctx)
+{
+	return ((struct out *)ctx)->len >= full_at;
+}
+
+/* A full connection stops the session between requests and between multi-get keys. */
+START_TEST(test_stops_when_full)
+{
+	struct out o = { 0 };
+	struct kv_io io = { .write = out_write, .close = out_close, .full = out_full, .ctx = &o };
+	struct kv_sess *s2 = kv_sess_new(&ks, &io);
+	const char *three = "get a\r\nget a\r\nget a\r\n";
+	const char *one = "VALUE a 0 2\r\nhi\r\nEND\r\n";
+	size_t used;
+
+	ck_assert_ptr_nonnull(s2);
+	expect("set a 0 0 2\r\nhi\r\n", "STORED\r\n");
+	full_at = 1; /* full after any reply */
+	used = kv_sess_feed(s2, three, strlen(three));
+	ck_assert_uint_eq(used, 7); /* the first request only */
+	ck_assert_str_eq(o.p, one);
+	ck_assert_uint_eq(kv_sess_feed(s2, three + used, strlen(three) - used), 0);
+	full_at = SIZE_MAX;
+	used += kv_sess_feed(s2, three + used, strlen(three) - used);
+	ck_assert_uint_eq(used, strlen(three));
+	ck_assert_uint_eq(o.len, 3 * strlen(one));
+
+	/* One line: it is consumed whole, its keys answered as room comes, END last. */
+	o.len = 0;
+	full_at = 1;
+	used = kv_sess_feed(s2, "get a nope a a\r\nversion\r\n", 27);
+	ck_assert_uint_eq(used, 16);
+	ck_assert_str_eq(o.p, "VALUE a 0 2\r\nhi\r\n");
+	kv_sess_resume(s2); /* still full: nothing */
+	ck_assert_uint_eq(o.len, 17);
+	ck_assert_uint_eq(kv_sess_feed(s2, "version\r\n", 9), 0);
+	full_at = SIZE_MAX;
+	kv_sess_resume(s2);
+	ck_assert_str_eq(o.p, "VALUE a 0 2\r\nhi\r\nVALUE a 0 2\r\nhi\r\nVALUE a 0 2\r\nhi\r\nEND\r\n");
+	ck_assert_uint_eq(kv_sess_feed(s2, "version\r\n", 9), 9);
+	ck_assert(strstr(o.p, "END\r\nVERSION "));
+	kv_sess_closed(s2);
+	free(o.p);
+}
+END_TEST
+
 static Suite *kv_suite(void)
 {
 	Suite *s = suite_create("kv");
@@ -574,6 +623,7 @@ static Suite *kv_suite(void)
 	tcase_add_test(proto, test_expiry);
 	tcase_add_test(proto, test_flush_all);
 	tcase_add_test(proto, test_misc_commands);
+	tcase_add_test(proto, test_stops_when_full);
 	suite_add_tcase(s, proto);
 
 	tcase_add_checked_fixture(bad, setup, teardown);
