@@ -353,12 +353,7 @@ int vq_conn_write(struct vq_conn *c, struct vq_buf *buf)
 		return 0;
 	}
 	vq_bufq_push(&c->out, buf);
-	if (!(c->flags & VQ_CONN_PAUSED) && vq_conn_output_full(c)) {
-		/* The peer reads slower than it writes: stop reading until it catches up. */
-		c->flags |= VQ_CONN_PAUSED;
-		c->shard->st.paused++;
-		stop_rx(c);
-	}
+	vq_conn_output_full(c);
 	start_tx(c);
 	return 0;
 }
@@ -368,9 +363,21 @@ void vq_conn_unread(struct vq_conn *c, struct vq_buf *b)
 	vq_bufq_push_front(&c->in, b);
 }
 
-bool vq_conn_output_full(const struct vq_conn *c)
+bool vq_conn_output_full(struct vq_conn *c)
 {
-	return queued_out(c) > output_limit(c);
+	if (queued_out(c) <= output_limit(c))
+		return false;
+	/*
+	 * The peer reads slower than we write: stop reading until it catches up.
+	 * Latched here, not only in vq_conn_write: the limit also drops when the
+	 * pool runs low, and an app told "full" must be called again (tx_done).
+	 */
+	if (!(c->flags & VQ_CONN_PAUSED)) {
+		c->flags |= VQ_CONN_PAUSED;
+		c->shard->st.paused++;
+		stop_rx(c);
+	}
+	return true;
 }
 
 void vq_conn_hold_input(struct vq_conn *c, bool hold)

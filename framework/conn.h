@@ -65,7 +65,7 @@ void vq_conn_unread(struct vq_conn *c, struct vq_buf *b);
  * has taken half of the output, whether or not input is queued. One input buffer of small requests can ask for
  * far more output than any buffer pool holds: this is what bounds it.
  */
-bool vq_conn_output_full(const struct vq_conn *c);
+bool vq_conn_output_full(struct vq_conn *c);
 
 /*
  * The app holds queued input back for a reason of its own (e.g. replies owed
