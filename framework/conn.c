@@ -86,11 +86,12 @@ static void tx_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
 	c->last_active_ns = c->shard->now_ns;
 	if (c->flags & VQ_CONN_PAUSED && queued_out(c) < output_limit(c) / 2) {
 		c->flags &= ~VQ_CONN_PAUSED;
-		resume_rx(c);
 		/* Work the app left when the output filled up (queued input, a reply it
-		 * was part way through): its turn now. */
+		 * was part way through): its turn now. Reading resumes after, so only
+		 * if that work did not fill the output again. */
 		if (!(c->flags & VQ_CONN_ABORT))
 			c->shard->svc->on_data(c);
+		resume_rx(c);
 	}
 	progress(c);
 }
@@ -229,7 +230,13 @@ static void rx_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
 			vq_conn_abort(c, res);
 		}
 	}
-	if (c->in.bytes > s->cfg->max_input) {
+	/*
+	 * Unconsumed input beyond the limit is a request too large to take, unless
+	 * the app holds it back while reading is stopped (output full, or its own
+	 * reason): then it is whole requests, and only what was already on its way
+	 * when reading stopped is added.
+	 */
+	if (c->in.bytes > s->cfg->max_input && !(c->flags & (VQ_CONN_PAUSED | VQ_CONN_HELD))) {
 		s->st.input_overflows++;
 		vq_debug("connection fd %d: %zu bytes of unconsumed input exceed limits.max_input",
 			 c->fd, c->in.bytes);

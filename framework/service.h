@@ -33,7 +33,9 @@ struct vq_service {
 	 * Input arrived (c->in), the peer finished sending (VQ_CONN_EOF set in
 	 * c->flags), or output that had filled up has drained (vq_conn_output_full).
 	 * Consume what forms complete requests, stopping while the output is full;
-	 * leave the rest queued for the next call.
+	 * leave the rest queued for the next call. A call may bring nothing new,
+	 * and VQ_CONN_EOF stays set across calls: each call means "look at what
+	 * is queued", not "this happened once".
 	 */
 	void (*on_data)(struct vq_conn *c);
 	/* The connection is gone; release what the app holds for it. */

@@ -17,9 +17,10 @@
  *   the owner into the request itself: nothing is lent, nothing to release.
  * - A larger hit is lent back: the owner takes a reference on the item (refs++) and
  *   returns its pointer. Lent items are read-only (an in-place incr only
- *   happens with no borrower). The connection's shard copies the value into
- *   its own pool buffers (or a reply buffer of its own), then sends a release
- *   message home with the item pointer, and the owner drops the reference.
+ *   happens with no borrower). When the reply's turn comes and the connection
+ *   has room (kv_flush), the connection's shard copies the value into its own
+ *   pool buffers, then sends a release message home with the item pointer, and
+ *   the owner drops the reference.
  *   Item memory is only ever allocated and freed by its owner.
  * - Messages that meet a full queue wait in a per-destination outbox, in order,
  *   until vq_msg_wait_space says there is room, so one connection's requests
@@ -105,6 +106,14 @@ static void release_item(struct kv_shard *ks, unsigned dst, struct kv_item *it)
 		ob->rhead = rel;
 	ob->rtail = rel;
 	outbox_wait(ob);
+}
+
+void kv_release_lent(struct kv_shard *ks, struct kv_pend *p)
+{
+	if (!p->r.item)
+		return;
+	release_item(ks, p->dst, p->r.item);
+	p->r.item = NULL;
 }
 
 static void remote_done(struct vq_shard *self, void *ctx, void *result, int err);
@@ -203,7 +212,11 @@ static bool complete_one(struct kv_sess *s, struct kv_pend *p, int err)
 		p->ninl = 0;
 	}
 	s->npend--;
-	if (!s->closed) {
+	if (s->closed) {
+		kv_release_lent(ks, p);
+	} else if (!p->r.item) {
+		/* A lent hit stays lent until kv_flush writes it: copied here, a client
+		 * that does not read could make us hold max_pending large values. */
 		struct sink o = { s, s->head == p ? NULL : p };
 
 		if (p->ninl)
@@ -211,9 +224,6 @@ static bool complete_one(struct kv_sess *s, struct kv_pend *p, int err)
 		else
 			kv_format(&o, &p->r);
 	}
-	if (p->r.item)
-		release_item(ks, p->dst, p->r.item);
-	p->r.item = NULL;
 	free((void *)p->r.val);
 	p->r.val = NULL;
 	p->done = true;

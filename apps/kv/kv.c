@@ -162,6 +162,8 @@ void kv_queue(struct kv_sess *s, struct kv_pend *p)
 
 static void pend_free(struct kv_pend *p)
 {
+	if (p->forwarded && p->done)
+		kv_release_lent(p->sess->ks, p); /* never written: the connection went */
 	free(p->out.p);
 	free((void *)p->r.val);
 	if (p->stats_sum)
@@ -274,6 +276,7 @@ void kv_snapshot(struct kv_shard *ks, struct kv_snap *sn)
 	sn->served_remote = ks->served_remote;
 	sn->queue_waits = ks->queue_waits;
 	sn->pool_waits = ks->pool_waits;
+	sn->pending_stops = ks->pending_stops;
 	sn->items_hash_buckets = ks->store.mask + 1;
 	/* No framework shard under the unit tests (kv_shard_init with vs = NULL). */
 	sn->loop_turns = ks->vs ? ks->vs->st.iterations : 0;
@@ -469,6 +472,7 @@ static void format_stats(struct sink *o, struct kv_sess *s, struct kv_snap *snap
 		SHARD_STAT("served_remote", sn->served_remote);
 		SHARD_STAT("queue_waits", sn->queue_waits);
 		SHARD_STAT("pool_waits", sn->pool_waits);
+		SHARD_STAT("pending_stops", sn->pending_stops);
 		SHARD_STAT("hash_buckets", sn->items_hash_buckets);
 		SHARD_STAT("loop_turns", sn->loop_turns);
 		SHARD_STAT("msg_sent", sn->msg_sent);
@@ -483,15 +487,20 @@ void kv_flush(struct kv_sess *s)
 {
 	while (s->head && s->head->done) {
 		struct kv_pend *p = s->head;
+		struct sink o = { s, NULL };
 
+		/* The rest waits until the peer reads: kv_sess_resume flushes again. */
+		if (!s->closed && s->io.full && s->io.full(s->io.ctx))
+			break;
 		s->head = p->next;
 		if (!s->head)
 			s->tail = NULL;
 		s->held -= p->out.len;
 		if (p->stats_sum) {
-			struct sink o = { s, NULL };
-
 			format_stats(&o, s, p->snaps);
+		} else if (p->r.item && p->forwarded) {
+			kv_format(&o, &p->r); /* a lent hit: copied once, straight to the connection */
+			kv_release_lent(s->ks, p);
 		} else if (p->out.len && !s->closed && s->io.write(s->io.ctx, p->out.p, p->out.len)) {
 			broken(s);
 		}
@@ -609,6 +618,13 @@ static const char *get_keys(struct kv_sess *s, const struct kv_cmd *cmd, struct 
 	}
 }
 
+/* The session stops taking requests: count it when kv.max_pending is the reason. */
+static void count_stop(struct kv_sess *s)
+{
+	if (s->npend >= s->ks->cfg->max_pending)
+		s->ks->pending_stops++;
+}
+
 /*
  * A retrieval line stopped part way: keep its unanswered keys (the line itself
  * may lie in an input buffer about to go back to the pool) and take no more
@@ -632,6 +648,7 @@ static void get_stop(struct kv_sess *s, const struct kv_cmd *cmd, int64_t exptim
 		}
 		memmove(s->rest, at, n);
 	}
+	count_stop(s);
 	s->nrest = n;
 	s->rest_type = cmd->type;
 	s->rest_exptime = exptime;
@@ -696,6 +713,7 @@ void kv_sess_resume(struct kv_sess *s)
 	struct get_batch gb;
 	const char *at;
 
+	kv_flush(s); /* replies held while the connection was full */
 	if (s->state != KV_S_GET_REST || kv_sess_full(s))
 		return;
 	get_batch_init(&gb, s->ks, s->rest_exptime);
@@ -974,8 +992,10 @@ size_t kv_sess_feed(struct kv_sess *s, const char *p, size_t n)
 		switch (s->state) {
 		case KV_S_LINE:
 			/* Between two requests: the place to stop while the session is full. */
-			if (!s->nline && kv_sess_full(s))
+			if (!s->nline && kv_sess_full(s)) {
+				count_stop(s);
 				goto stop;
+			}
 			nl = memchr(p, '\n', n);
 			if (!s->nline && nl) {
 				/* The whole line is in this buffer: parse it where it lies. */

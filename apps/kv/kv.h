@@ -39,6 +39,7 @@ struct kv_shard {
 	uint64_t served_remote;  /* requests run here for other shards */
 	uint64_t queue_waits;    /* times a full message queue made a request wait */
 	uint64_t pool_waits;     /* times replies waited for pool buffers (main.c) */
+	uint64_t pending_stops;  /* times a session stopped at kv.max_pending forwarded requests */
 	struct kv_outbox *out;   /* [nshards]: work waiting for room in a queue */
 };
 
@@ -113,7 +114,7 @@ struct kv_sess *kv_sess_new(struct kv_shard *ks, const struct kv_io *io);
  */
 size_t kv_sess_feed(struct kv_sess *s, const char *p, size_t n);
 
-/* Go on with a multi-get that stopped because the session was full. */
+/* The connection has room again: write held replies, go on with a multi-get that stopped. */
 void kv_sess_resume(struct kv_sess *s);
 
 /*

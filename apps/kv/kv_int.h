@@ -28,7 +28,7 @@ struct kv_snap {
 	struct kv_store_stats st;
 	uint64_t limit;
 	uint64_t curr_conns, total_conns;
-	uint64_t forwarded, served_remote, queue_waits, pool_waits;
+	uint64_t forwarded, served_remote, queue_waits, pool_waits, pending_stops;
 	uint64_t items_hash_buckets;
 	uint64_t loop_turns, msg_sent, msg_doorbells; /* the framework's view of this shard */
 };
@@ -92,6 +92,8 @@ struct sink {
 };
 
 
+/* Send a forwarded hit's lent item back to its owner (after its reply is written). */
+void kv_release_lent(struct kv_shard *ks, struct kv_pend *p);
 /* Write reply bytes to the connection or, behind a waiting reply, into a pend. */
 void kv_put(struct sink *o, const void *d, size_t n);
 /* A request's reply (not for stats/flush_all, which the session answers). */

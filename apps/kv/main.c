@@ -39,7 +39,8 @@ struct kv_conn {
 	char *spill;
 	size_t nspill, capspill;
 	struct vq_pool_waiter waiter;
-	bool waiting;
+	bool waiting;            /* for pool buffers, holding the connection open (vq_conn_hold) */
+	bool feeding, again;     /* in kv_data; called again meanwhile */
 };
 
 static void spill_drain(void *ctx);
@@ -69,6 +70,7 @@ static int spill_add(struct vq_conn *c, struct kv_conn *kc, const char *p, size_
 		kc->waiter.fn = spill_drain;
 		kc->waiter.ctx = c;
 		vq_pool_wait(&c->shard->pool, &kc->waiter);
+		vq_conn_hold(c); /* a peer's EOF must not close before the spill is out */
 	}
 	return 0;
 }
@@ -125,7 +127,6 @@ static void spill_drain(void *ctx)
 	struct kv_conn *kc = vq_conn_app(c);
 	size_t done = 0;
 
-	kc->waiting = false;
 	while (done < kc->nspill) {
 		struct vq_buf *b = vq_pool_alloc(&c->shard->pool);
 		size_t take;
@@ -137,18 +138,19 @@ static void spill_drain(void *ctx)
 		b->len = (uint32_t)take;
 		done += take;
 		if (vq_conn_write(c, b)) {
-			kc->nspill = 0; /* closing: the rest has nowhere to go */
-			return;
+			done = kc->nspill; /* closing: the rest has nowhere to go */
+			break;
 		}
 	}
 	memmove(kc->spill, kc->spill + done, kc->nspill - done);
 	kc->nspill -= done;
 	if (kc->nspill) {
-		kc->waiting = true;
 		vq_pool_wait(&c->shard->pool, &kc->waiter);
 		return;
 	}
+	kc->waiting = false;
 	kv_data(c);
+	vq_conn_unhold(c);
 }
 
 static void conn_flush(void *ctx)
@@ -239,18 +241,33 @@ static void kv_data(struct vq_conn *c)
 
 	if (!kc->sess)
 		return;
-	kv_sess_resume(kc->sess);
-	/* Bytes are consumed (copied where they must outlive the buffer) until the session is full. */
-	while ((b = vq_conn_read(c))) {
-		size_t used = kv_sess_feed(kc->sess, (const char *)vq_buf_bytes(b), b->len);
-
-		if (used < b->len) {
-			vq_buf_consume(b, (uint32_t)used);
-			vq_conn_unread(c, b);
-			break;
-		}
-		vq_buf_release(b);
+	/*
+	 * A forwarded request that fails at once completes inside the feed, and
+	 * its continuation calls here again (conn_busy): let the outer call go
+	 * round once more instead of feeding the input out of order.
+	 */
+	if (kc->feeding) {
+		kc->again = true;
+		return;
 	}
+	kc->feeding = true;
+	do {
+		kc->again = false;
+		kv_sess_resume(kc->sess);
+		/* Bytes are consumed (copied where they must outlive the buffer) until the
+		 * session is full. */
+		while ((b = vq_conn_read(c))) {
+			size_t used = kv_sess_feed(kc->sess, (const char *)vq_buf_bytes(b), b->len);
+
+			if (used < b->len) {
+				vq_buf_consume(b, (uint32_t)used);
+				vq_conn_unread(c, b);
+				break;
+			}
+			vq_buf_release(b);
+		}
+	} while (kc->again);
+	kc->feeding = false;
 	/*
 	 * Full for a reason of the session's own (replies owed by other shards, or
 	 * waiting for pool buffers): read no more until conn_busy or spill_drain

@@ -1,9 +1,13 @@
 """A client that asks for far more reply than it reads cannot grow veloq-kv's
 memory: a pipeline of gets for a large value, and one get line naming a large
-value hundreds of times, each ask for hundreds of MiB. The server stops taking
-requests while the connection's output is full and goes on, in order and with
-nothing lost, as the client reads: also after the client has half-closed."""
+value hundreds of times, each ask for hundreds of MiB, also when every key
+lives on the other shard. The server stops taking requests while the
+connection's output is full and goes on, in order and with nothing lost, as
+the client reads: also after the client has half-closed, and also for a deep
+pipeline read as fast as it is answered (held-back requests are not "input
+too large")."""
 import socket
+import threading
 import time
 
 from kvtest import Client, kv_service, shards_available
@@ -85,6 +89,82 @@ def run(cpus, nshards):
     svc.stop()  # checks the log for leaks: every buffer back, every fd closed
 
 
+def shard_of_connection(svc, probe):
+    """Open connections until one lands on a shard; return (client, its shard)."""
+    for _ in range(50):
+        before = probe.stats()
+        c = Client(svc, timeout=60)
+        c.cmd(b"version")
+        after = probe.stats()
+        grew = [i for i in range(2) if int(after["shard%d:curr_connections" % i]) >
+                int(before["shard%d:curr_connections" % i])]
+        if len(grew) == 1:
+            return c, grew[0]
+        c.close()
+    check(False, "could not tell which shard a connection is on")
+
+
+def remote_only():
+    """Every key on the other shard: replies come back over the message rings,
+    lent, and must not be copied faster than the client reads them."""
+    svc = kv_service(overrides={"shards.cpus": "0-1", "kv.memory": "64M"})
+    probe = Client(svc, timeout=60)
+    owner = {}
+    for i in range(16):
+        k = b"far%d" % i
+        before = probe.stats()
+        check(probe.set(k, value(k)) == b"STORED", "set %r" % k)
+        after = probe.stats()
+        owner[k] = [sh for sh in range(2) if int(after["shard%d:curr_items" % sh]) >
+                    int(before["shard%d:curr_items" % sh])][0]
+    c, home = shard_of_connection(svc, probe)
+    far = [k for k in owner if owner[k] != home]
+    check(far, "no key on the other shard")
+    order = [far[i % len(far)] for i in range(COPIES)]
+    grown = stalled(svc, c, b"".join(b"get %s\r\n" % k for k in order), "remote pipelined gets")
+    for k in order:
+        read_copies(c, [k], "remote pipelined gets")
+        check(c.line() == b"END", "remote pipelined gets: END")
+    print("2 shards, every key remote, pipelined gets: grew %d MiB" % (grown >> 20))
+    c, home = shard_of_connection(svc, probe)
+    far = [k for k in owner if owner[k] != home]
+    order = [far[i % len(far)] for i in range(COPIES)]
+    grown = stalled(svc, c, b"get " + b" ".join(order) + b"\r\n", "remote long get line")
+    read_copies(c, order, "remote long get line")
+    check(c.line() == b"END", "remote long get line: END")
+    print("2 shards, every key remote, one long get line: grew %d MiB" % (grown >> 20))
+    svc.stop()
+
+
+def deep_pipeline(cpus):
+    """150 000 small gets written in one go while another thread reads: requests
+    held back by back-pressure must not be taken for an oversized request."""
+    svc = kv_service(overrides={"shards.cpus": cpus})
+    c = Client(svc, timeout=60)
+    check(c.set(b"small", b"v" * 100) == b"STORED", "set small")
+    n = 150000
+    reply = b"VALUE small 0 100\r\n" + b"v" * 100 + b"\r\nEND\r\n"
+    got = []
+
+    def reader():
+        want, have = n * len(reply), 0
+        while have < want:
+            d = c.sock.recv(1 << 20)
+            if not d:
+                break
+            got.append(d)
+            have += len(d)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    c.send(b"get small\r\n" * n)
+    t.join(120)
+    data = b"".join(got)
+    check(len(data) == n * len(reply) and data == reply * n,
+          "deep pipeline: %d of %d replies" % (len(data) // len(reply), n))
+    svc.stop()
+
+
 def pending_limit():
     """kv.max_pending = 2: a deep pipeline over keys of both shards waits for room
     instead of piling up, and every reply still comes back, in order."""
@@ -100,11 +180,16 @@ def pending_limit():
     st = c.stats()
     check(sum(int(st["shard%d:forwarded" % i]) for i in range(2)) > 1000,
           "keys of the other shard were forwarded")
+    check(sum(int(st["shard%d:pending_stops" % i]) for i in range(2)) > 0,
+          "the session never stopped at kv.max_pending")
     svc.stop()
 
 
 run("0", 1)
+deep_pipeline("0")
 if shards_available():
     run("0-1", 2)
+    remote_only()
+    deep_pipeline("0-1")
     pending_limit()
 print("ok")
