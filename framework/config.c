@@ -72,7 +72,7 @@ static const struct vq_cfg_key framework_keys[] = {
 	KEY("limits", "max_connections", VQ_CFG_U64, max_connections, "4096", 1, 1 << 24, true,
 	    "open connections per shard; more are accepted and closed at once"),
 	KEY("limits", "max_input", VQ_CFG_SIZE, max_input, "1M", 4096, 1ull << 32, true,
-	    "unconsumed input per connection before it is closed"),
+	    "unconsumed input per connection before it is closed (held-back requests excepted)"),
 	KEY("limits", "max_output", VQ_CFG_SIZE, max_output, "4M", 4096, 1ull << 32, true,
 	    "queued output per connection above which reading pauses"),
 	KEY("limits", "idle_timeout", VQ_CFG_MS, idle_timeout_ms, "0", 0, 0, true,
