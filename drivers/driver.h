@@ -62,9 +62,8 @@ struct vq_driver_ops {
 	/* Doorbell: make `target`'s wait() return. `from` is the caller's own driver
 	 * when the caller is a shard, NULL from any other thread. */
 	int (*wake)(struct vq_driver *target, struct vq_driver *from);
-	/* Refill the provided ring from the pool's free list and re-arm parked recvs.
-	 * Returns true if receives still wait for buffers (the pool is empty). */
-	bool (*replenish)(struct vq_driver *d);
+	/* Refill the provided ring from the pool's free list and re-arm parked recvs. */
+	void (*replenish)(struct vq_driver *d);
 };
 
 struct vq_driver {

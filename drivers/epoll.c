@@ -740,7 +740,7 @@ static int ep_wake(struct vq_driver *target, struct vq_driver *from)
 	return eventfd_write(E(target)->wake_fd, 1) ? -errno : 0;
 }
 
-static bool ep_replenish(struct vq_driver *d)
+static void ep_replenish(struct vq_driver *d)
 {
 	struct ep *e = E(d);
 
@@ -750,7 +750,6 @@ static bool ep_replenish(struct vq_driver *d)
 		d->st.rearms++;
 		requeue(e, op);
 	}
-	return e->parked.head != NULL;
 }
 
 static int ep_register_pool(struct vq_driver *d, struct vq_pool *pool)

@@ -697,7 +697,7 @@ static int uring_wake(struct vq_driver *target, struct vq_driver *from)
 	return 0;
 }
 
-static bool uring_replenish(struct vq_driver *d)
+static void uring_replenish(struct vq_driver *d)
 {
 	struct uring *u = U(d);
 	uint32_t mask, n = 0;
@@ -711,7 +711,7 @@ static bool uring_replenish(struct vq_driver *d)
 	}
 
 	if (!u->br)
-		return false;
+		return;
 	mask = io_uring_buf_ring_mask(u->br_entries);
 	while (u->br_count < u->br_entries && (b = vq_pool_take_for_kernel(d->pool))) {
 		uint16_t pos = (uint16_t)(u->br_tail + n);
@@ -738,7 +738,6 @@ static bool uring_replenish(struct vq_driver *d)
 		}
 		d->st.rearms++;
 	}
-	return u->parked != NULL;
 }
 
 static int uring_register_pool(struct vq_driver *d, struct vq_pool *pool)

@@ -471,53 +471,6 @@ void vq_conn_drain_all(struct vq_shard *s)
 	}
 }
 
-/* A reader counts as stalled once none of its queued output was sent for this long. */
-#define STALLED_NS 250000000ull
-
-/*
- * The pool is empty and receives or replies wait for buffers: the shard cannot
- * read or answer a request from anyone. Output limits bound each connection, not how many
- * connections stop at once with buffers in hand (queued replies, requests held
- * back, the buffer a stuck send holds); when together they hold the pool,
- * close the one that has made no progress for longest. One per loop turn while
- * the pool stays empty, and only connections stalled for STALLED_NS, so a
- * burst that a healthy client is still reading is left alone.
- */
-static void shed_check(struct vq_timer *t)
-{
-	vq_conn_shed_stalled((struct vq_shard *)((char *)t - offsetof(struct vq_shard, shed_check)));
-}
-
-void vq_conn_shed_stalled(struct vq_shard *s)
-{
-	const struct vq_pool *p = &s->pool;
-	struct vq_conn *worst = NULL;
-
-	if (p->st.free || (!s->starved && !p->waiters))
-		return;
-	for (struct vq_conn *c = s->conns; c; c = c->next)
-		if (c->flags & (VQ_CONN_PAUSED | VQ_CONN_HELD) &&
-		    !(c->flags & (VQ_CONN_ABORT | VQ_CONN_CLOSED)) &&
-		    (!worst || c->last_active_ns < worst->last_active_ns))
-			worst = c;
-	if (worst && s->now_ns - worst->last_active_ns < STALLED_NS) {
-		/* Nothing may wake the loop while no receive has a buffer: look again then. */
-		s->shed_check.fn = shed_check;
-		vq_timer_arm(s, &s->shed_check,
-			     STALLED_NS - (s->now_ns - worst->last_active_ns));
-		return;
-	}
-	if (!worst)
-		return;
-	s->st.shed++;
-	if (s->st.shed == 1 || !(s->st.shed & 1023))
-		vq_warn("buffer pool exhausted by connections that stopped reading: closing fd %d, "
-			"no progress for %lu ms, %zu bytes of replies queued (%lu closed so far)",
-			worst->fd, (unsigned long)((s->now_ns - worst->last_active_ns) / 1000000),
-			queued_out(worst), (unsigned long)s->st.shed);
-	vq_conn_abort(worst, -ENOBUFS);
-}
-
 void vq_conn_abort_all(struct vq_shard *s)
 {
 	for (struct vq_conn *c = s->conns, *next; c; c = next) {

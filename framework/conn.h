@@ -124,6 +124,5 @@ void vq_conn_start(struct vq_conn *c);                     /* arm reading and th
 void vq_conn_accepted(struct vq_shard *s, int fd);
 void vq_conn_drain_all(struct vq_shard *s);
 void vq_conn_abort_all(struct vq_shard *s);
-void vq_conn_shed_stalled(struct vq_shard *s);             /* the pool ran out: see conn.c */
 
 #endif

@@ -213,9 +213,8 @@ void vq_shard_turn(struct vq_shard *s, int64_t timeout_ns)
 		vq_debug("configuration generation %lu applied",
 			 (unsigned long)vq_cfg_pub_acked(s->cfg_pub, s->id));
 	run_ready(s);
-	s->starved = s->drv.ops->replenish(&s->drv);
+	s->drv.ops->replenish(&s->drv);
 	vq_pool_run_waiters(&s->pool);
-	vq_conn_shed_stalled(s);
 	next = vq_timer_heap_next(&s->timers);
 	if (s->ready)
 		timeout_ns = 0;
@@ -289,7 +288,6 @@ int vq_shard_teardown(struct vq_shard *s)
 	vq_timer_disarm(s, &s->drain_deadline);
 	vq_timer_disarm(s, &s->drain_sweep);
 	vq_timer_disarm(s, &s->accept_retry);
-	vq_timer_disarm(s, &s->shed_check);
 	if (s->svc->shard_fini)
 		s->svc->shard_fini(s);
 	/* Later stop requests see the flag and leave the driver alone; wait out earlier ones. */

@@ -45,7 +45,6 @@ struct vq_shard_stats {
 	uint64_t input_overflows; /* connections closed for exceeding limits.max_input */
 	uint64_t paused;          /* times reading paused for a slow reader */
 	uint64_t idle_closed;
-	uint64_t shed;            /* stalled readers closed because the buffer pool ran out */
 };
 
 struct vq_shard {
@@ -70,8 +69,6 @@ struct vq_shard {
 	int listen_fd;
 	struct vq_op accept_op;
 	struct vq_timer accept_retry;
-	struct vq_timer shed_check;  /* the pool ran out: look again for a stalled reader */
-	bool starved;             /* receives wait for pool buffers (the driver's replenish) */
 	struct vq_timer drain_deadline;
 	struct vq_timer drain_sweep;  /* re-checks connections for quiet while draining */
 	struct vq_conn *conns;    /* every open connection, for drain and shutdown */

@@ -39,26 +39,12 @@ struct kv_conn {
 	char *spill;
 	size_t nspill, capspill;
 	struct vq_pool_waiter waiter;
-	bool queued;             /* the waiter is in the pool's queue */
-	bool spilled;            /* a spill holds the connection open (vq_conn_hold) */
+	bool waiting;            /* for pool buffers, holding the connection open (vq_conn_hold) */
 	bool feeding, again;     /* in kv_data; called again meanwhile */
 };
 
-static void spill_ready(void *ctx);
+static void spill_drain(void *ctx);
 static void kv_data(struct vq_conn *c);
-
-/*
- * Wait for pool buffers for the spill, unless the output is full: a reader that
- * has stopped reading must not take back buffers as others free them. kv_data,
- * called once the output drains, moves the spill on then.
- */
-static void spill_wait(struct vq_conn *c, struct kv_conn *kc)
-{
-	if (kc->queued || vq_conn_output_full(c))
-		return;
-	kc->queued = true;
-	vq_pool_wait(&c->shard->pool, &kc->waiter);
-}
 
 static int spill_add(struct vq_conn *c, struct kv_conn *kc, const char *p, size_t n)
 {
@@ -78,14 +64,14 @@ static int spill_add(struct vq_conn *c, struct kv_conn *kc, const char *p, size_
 	}
 	memcpy(kc->spill + kc->nspill, p, n);
 	kc->nspill += n;
-	if (!kc->spilled) {
+	if (!kc->waiting) {
 		((struct kv_shard *)c->shard->app)->pool_waits++;
-		kc->spilled = true;
-		kc->waiter.fn = spill_ready;
+		kc->waiting = true;
+		kc->waiter.fn = spill_drain;
 		kc->waiter.ctx = c;
+		vq_pool_wait(&c->shard->pool, &kc->waiter);
 		vq_conn_hold(c); /* a peer's EOF must not close before the spill is out */
 	}
-	spill_wait(c, kc);
 	return 0;
 }
 
@@ -96,7 +82,7 @@ static int spill_add(struct vq_conn *c, struct kv_conn *kc, const char *p, size_
  *
  * When the pool is empty (many large replies in flight at once), the rest of
  * the reply being written waits on the heap and the connection reads no more
- * requests until pool buffers come back (spill_ready): back-pressure bounded by
+ * requests until pool buffers come back (spill_drain): back-pressure bounded by
  * the replies to one input buffer, instead of closing the connection.
  */
 static int conn_write(void *ctx, const void *data, size_t n)
@@ -134,12 +120,14 @@ static int conn_write(void *ctx, const void *data, size_t n)
 	return 0;
 }
 
-/* Move spilled replies into pool buffers while there are some and the output has room. */
-static void spill_move(struct vq_conn *c, struct kv_conn *kc)
+/* Pool buffers are back: move spilled replies into them, then read requests again. */
+static void spill_drain(void *ctx)
 {
+	struct vq_conn *c = ctx;
+	struct kv_conn *kc = vq_conn_app(c);
 	size_t done = 0;
 
-	while (done < kc->nspill && !vq_conn_output_full(c)) {
+	while (done < kc->nspill) {
 		struct vq_buf *b = vq_pool_alloc(&c->shard->pool);
 		size_t take;
 
@@ -156,17 +144,13 @@ static void spill_move(struct vq_conn *c, struct kv_conn *kc)
 	}
 	memmove(kc->spill, kc->spill + done, kc->nspill - done);
 	kc->nspill -= done;
-	if (kc->nspill)
-		spill_wait(c, kc);
-}
-
-/* Pool buffers are back: move the spill on, then read requests again (kv_data). */
-static void spill_ready(void *ctx)
-{
-	struct vq_conn *c = ctx;
-
-	((struct kv_conn *)vq_conn_app(c))->queued = false;
+	if (kc->nspill) {
+		vq_pool_wait(&c->shard->pool, &kc->waiter);
+		return;
+	}
+	kc->waiting = false;
 	kv_data(c);
+	vq_conn_unhold(c);
 }
 
 static void conn_flush(void *ctx)
@@ -269,8 +253,6 @@ static void kv_data(struct vq_conn *c)
 	kc->feeding = true;
 	do {
 		kc->again = false;
-		if (kc->nspill)
-			spill_move(c, kc); /* what is left keeps the session full */
 		kv_sess_resume(kc->sess);
 		/* Bytes are consumed (copied where they must outlive the buffer) until the
 		 * session is full. */
@@ -288,14 +270,10 @@ static void kv_data(struct vq_conn *c)
 	kc->feeding = false;
 	/*
 	 * Full for a reason of the session's own (replies owed by other shards, or
-	 * waiting for pool buffers): read no more until conn_busy or spill_ready
+	 * waiting for pool buffers): read no more until conn_busy or spill_drain
 	 * calls again. Full output pauses reading by itself and calls on_data.
 	 */
 	vq_conn_hold_input(c, kv_sess_full(kc->sess) && !vq_conn_output_full(c));
-	if (kc->spilled && !kc->nspill) {
-		kc->spilled = false;
-		vq_conn_unhold(c); /* last: it may close a connection whose peer is done */
-	}
 }
 
 static void kv_conn_closed(struct vq_conn *c)
@@ -307,9 +285,9 @@ static void kv_conn_closed(struct vq_conn *c)
 		vq_buf_release(kc->ob);
 		kc->ob = NULL;
 	}
-	if (kc->queued)
+	if (kc->waiting)
 		vq_pool_unwait(&c->shard->pool, &kc->waiter);
-	kc->queued = false;
+	kc->waiting = false;
 	free(kc->spill);
 	kc->spill = NULL;
 	if (!kc->sess)
