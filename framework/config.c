@@ -77,6 +77,8 @@ static const struct vq_cfg_key framework_keys[] = {
 	    "queued output per connection above which reading pauses"),
 	KEY("limits", "idle_timeout", VQ_CFG_MS, idle_timeout_ms, "0", 0, 0, true,
 	    "close connections idle this long; 0 = never"),
+	KEY("limits", "stall_timeout", VQ_CFG_MS, stall_timeout_ms, "10s", 0, 0, true,
+	    "close a connection with work pending that sends and takes nothing this long; 0 = never"),
 	KEY("shutdown", "drain_timeout", VQ_CFG_MS, drain_timeout_ms, "5s", 0, 0, true,
 	    "how long SIGTERM waits for in-flight requests before closing connections"),
 	{ .section = "log", .name = "level", .type = VQ_CFG_ENUM,

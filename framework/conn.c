@@ -20,8 +20,8 @@ static void progress(struct vq_conn *c);
 
 #define conn_of(ptr, member) ((struct vq_conn *)((char *)(ptr) - offsetof(struct vq_conn, member)))
 
-#define TIGHT_OUTPUT   (64u << 10)   /* output share per connection once the pool runs low */
 #define DRAIN_QUIET_NS 100000000ull /* a draining connection this long silent is done */
+#define MS             1000000ull
 
 static size_t queued_out(const struct vq_conn *c)
 {
@@ -30,18 +30,36 @@ static size_t queued_out(const struct vq_conn *c)
 
 /*
  * Output a connection may queue before its reading pauses. limits.max_output
- * is per connection, but the pool is per shard: once users hold half of it,
- * every connection is held to a small share, so a few peers that never read
- * cannot take the buffers everyone else needs.
+ * is per connection, but the pool is per shard, so a connection may also take
+ * only an eighth of the buffers still free, and once users hold more buffers
+ * than are left free, none: it gets its next reply only when the last one is
+ * sent. So peers that never read cannot take the buffers everyone else needs.
+ * (Counted against what is free, not the whole pool: the part lent to the
+ * kernel for receiving is never free for output.) Peers that read nothing at
+ * all still pin a buffer or two each, until limits.stall_timeout closes them.
  */
 static size_t output_limit(const struct vq_conn *c)
 {
 	const struct vq_pool *p = &c->shard->pool;
-	size_t limit = c->shard->cfg->max_output;
+	size_t limit = c->shard->cfg->max_output, share = (size_t)p->st.free * p->size / 8;
 
-	if (p->st.user > p->count / 2 && limit > TIGHT_OUTPUT)
-		limit = TIGHT_OUTPUT;
-	return limit;
+	if (p->st.user > p->st.free)
+		return 0;
+	return limit < share ? limit : share;
+}
+
+/*
+ * The connection has work pending: make sure its timer fires within
+ * limits.stall_timeout. Armed at most once per period, not per send; when it
+ * fires, idle_fired looks at the connection as it is then.
+ */
+static void watch_stall(struct vq_conn *c)
+{
+	struct vq_shard *s = c->shard;
+	uint64_t stall = s->cfg->stall_timeout_ms * MS;
+
+	if (stall && (!c->idle.slot || c->idle.when_ns > s->now_ns + stall))
+		vq_timer_arm(s, &c->idle, stall);
 }
 
 static void arm_rx(struct vq_conn *c)
@@ -84,7 +102,7 @@ static void tx_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
 	}
 	c->shard->st.bytes_out += (uint64_t)res;
 	c->last_active_ns = c->shard->now_ns;
-	if (c->flags & VQ_CONN_PAUSED && queued_out(c) < output_limit(c) / 2) {
+	if (c->flags & VQ_CONN_PAUSED && queued_out(c) <= output_limit(c) / 2) {
 		c->flags &= ~VQ_CONN_PAUSED;
 		/* Work the app left when the output filled up (queued input, a reply it
 		 * was part way through): its turn now. Reading resumes after, so only
@@ -113,6 +131,7 @@ static void start_tx(struct vq_conn *c)
 		return;
 	}
 	c->flags |= VQ_CONN_TX;
+	watch_stall(c);
 }
 
 static void close_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
@@ -211,6 +230,7 @@ static void rx_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
 	if (b) {
 		s->st.bytes_in += (uint64_t)res;
 		c->last_active_ns = s->now_ns;
+		watch_stall(c);
 		if (c->flags & (VQ_CONN_ABORT | VQ_CONN_CLOSING)) {
 			vq_buf_release(b); /* closing: nobody will read it */
 		} else {
@@ -254,30 +274,54 @@ static void rx_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
 	progress(c);
 }
 
+/*
+ * The connection's one timer: a close to retry, limits.idle_timeout and
+ * limits.stall_timeout, whichever is due first.
+ */
 static void idle_fired(struct vq_timer *t)
 {
 	struct vq_conn *c = (struct vq_conn *)((char *)t - offsetof(struct vq_conn, idle));
 	struct vq_shard *s = c->shard;
-	uint64_t limit = s->cfg->idle_timeout_ms * 1000000ull;
+	uint64_t idle = s->cfg->idle_timeout_ms * MS, stall = s->cfg->stall_timeout_ms * MS;
+	uint64_t quiet = s->now_ns - c->last_active_ns, next = UINT64_MAX;
 
 	if (!(c->flags & VQ_CONN_CLOSED) && !(c->flags & (VQ_CONN_RX | VQ_CONN_TX)) &&
 	    c->flags & (VQ_CONN_CLOSING | VQ_CONN_ABORT)) {
 		finish_close(c); /* a close that could not be queued before */
 		return;
 	}
-	if (!limit || c->flags & (VQ_CONN_CLOSING | VQ_CONN_ABORT | VQ_CONN_CLOSED))
+	if (c->flags & (VQ_CONN_ABORT | VQ_CONN_CLOSED))
 		return;
 	/*
-	 * Nothing received and no send finished for the whole limit: idle, or stuck
-	 * (a half-sent request, or a peer that stopped reading our answers). Either
-	 * way it goes, so a stalled peer cannot keep pool buffers forever.
+	 * Work pending (input not answered, output not taken, replies owed) and
+	 * nothing received and no send finished for the whole limit: the peer
+	 * stopped reading, or the connection waits on buffers that such peers
+	 * hold. It goes, so stalled peers cannot keep the pool from everyone else.
+	 * Also while closing: an orderly close waits for the output to drain.
 	 */
-	if (s->now_ns - c->last_active_ns >= limit) {
-		s->st.idle_closed++;
-		vq_conn_abort(c, -ETIMEDOUT);
-		return;
+	if (stall && !conn_idle(c)) {
+		if (quiet >= stall) {
+			s->st.stall_closed++;
+			vq_debug("connection fd %d: nothing sent or received for %llu ms with "
+				 "work pending (limits.stall_timeout)", c->fd,
+				 (unsigned long long)(quiet / MS));
+			vq_conn_abort(c, -ETIMEDOUT);
+			return;
+		}
+		next = stall - quiet;
 	}
-	vq_timer_arm(s, &c->idle, limit - (s->now_ns - c->last_active_ns));
+	/* Nothing received and no send finished for the whole limit: idle. */
+	if (idle && !(c->flags & VQ_CONN_CLOSING)) {
+		if (quiet >= idle) {
+			s->st.idle_closed++;
+			vq_conn_abort(c, -ETIMEDOUT);
+			return;
+		}
+		if (idle - quiet < next)
+			next = idle - quiet;
+	}
+	if (next != UINT64_MAX)
+		vq_timer_arm(s, &c->idle, next);
 }
 
 struct vq_conn *vq_conn_adopt(struct vq_shard *s, int fd)

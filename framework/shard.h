@@ -44,7 +44,8 @@ struct vq_shard_stats {
 	uint64_t longest_iter_ns; /* most time from waking to the timers: completions + messages */
 	uint64_t input_overflows; /* connections closed for exceeding limits.max_input */
 	uint64_t paused;          /* times reading paused for a slow reader */
-	uint64_t idle_closed;
+	uint64_t idle_closed;     /* closed by limits.idle_timeout */
+	uint64_t stall_closed;    /* closed by limits.stall_timeout */
 };
 
 struct vq_shard {

@@ -112,7 +112,10 @@ void kv_release_lent(struct kv_shard *ks, struct kv_pend *p)
 {
 	if (!p->r.item)
 		return;
-	release_item(ks, p->dst, p->r.item);
+	if (p->dst == ks->id)
+		kv_item_put(&ks->store, p->r.item);
+	else
+		release_item(ks, p->dst, p->r.item);
 	p->r.item = NULL;
 }
 

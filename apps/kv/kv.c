@@ -125,10 +125,12 @@ void kv_put(struct sink *o, const void *d, size_t n)
 	if (s->closed)
 		return;
 	if (o->p) {
-		if (obuf_put(&o->p->out, d, n))
+		if (obuf_put(&o->p->out, d, n)) {
 			broken(s);
-		else
+		} else {
+			o->p->held += n;
 			s->held += n;
+		}
 		return;
 	}
 	if (s->io.write(s->io.ctx, d, n))
@@ -162,7 +164,7 @@ void kv_queue(struct kv_sess *s, struct kv_pend *p)
 
 static void pend_free(struct kv_pend *p)
 {
-	if (p->forwarded && p->done)
+	if (p->done)
 		kv_release_lent(p->sess->ks, p); /* never written: the connection went */
 	free(p->out.p);
 	free((void *)p->r.val);
@@ -178,7 +180,7 @@ static struct sink local_sink(struct kv_sess *s)
 
 	if (!s->head)
 		return (struct sink){ s, NULL };
-	if (s->tail->done && !s->tail->forwarded && !s->tail->stats_sum)
+	if (s->tail->done && !s->tail->forwarded && !s->tail->stats_sum && !s->tail->r.item)
 		return (struct sink){ s, s->tail };
 	p = pend_new(s);
 	if (!p) {
@@ -280,6 +282,7 @@ void kv_snapshot(struct kv_shard *ks, struct kv_snap *sn)
 	sn->items_hash_buckets = ks->store.mask + 1;
 	/* No framework shard under the unit tests (kv_shard_init with vs = NULL). */
 	sn->loop_turns = ks->vs ? ks->vs->st.iterations : 0;
+	sn->stall_closed = ks->vs ? ks->vs->st.stall_closed : 0;
 	sn->msg_sent = sn->msg_doorbells = 0;
 	for (unsigned to = 0; ks->vs && ks->vs->mesh && to < ks->nshards; to++) {
 		struct vq_msg_pair_stats ps;
@@ -473,6 +476,7 @@ static void format_stats(struct sink *o, struct kv_sess *s, struct kv_snap *snap
 		SHARD_STAT("queue_waits", sn->queue_waits);
 		SHARD_STAT("pool_waits", sn->pool_waits);
 		SHARD_STAT("pending_stops", sn->pending_stops);
+		SHARD_STAT("stall_closed", sn->stall_closed);
 		SHARD_STAT("hash_buckets", sn->items_hash_buckets);
 		SHARD_STAT("loop_turns", sn->loop_turns);
 		SHARD_STAT("msg_sent", sn->msg_sent);
@@ -483,27 +487,62 @@ static void format_stats(struct sink *o, struct kv_sess *s, struct kv_snap *snap
 	puts_(o, "END\r\n");
 }
 
+static bool out_full(const struct kv_sess *s)
+{
+	return !s->closed && s->io.full && s->io.full(s->io.ctx);
+}
+
+/*
+ * Write the reply at the head of the queue, in pieces while the connection has
+ * room: held replies can add up to KV_HELD_MAX and a lent hit to kv.max_value,
+ * and a client that does not read must not pin that much of the pool. A lent
+ * hit is copied once, from its item straight to the connection. Returns true
+ * once all of it is written.
+ */
+static bool write_head(struct kv_sess *s, struct kv_pend *p)
+{
+	struct sink o = { s, NULL };
+	const char *d = p->out.p;
+	size_t len = p->out.len;
+
+	if (p->stats_sum) {
+		format_stats(&o, s, p->snaps);
+		return true;
+	}
+	if (p->r.item) {
+		if (!p->sent) {
+			char head[KV_KEY_MAX + 96];
+			bool cas = p->r.op == KV_C_GETS || p->r.op == KV_C_GATS;
+
+			kv_put(&o, head, kv_value_line(head, p->r.item, cas));
+		}
+		d = kv_item_val(p->r.item);
+		len = (size_t)p->r.item->nval + 2;
+	}
+	while (p->sent < len) {
+		size_t n = len - p->sent < KV_PIECE ? len - p->sent : KV_PIECE;
+
+		kv_put(&o, d + p->sent, n);
+		p->sent += n;
+		if (p->sent < len && out_full(s))
+			return false; /* the rest when the peer has read (kv_sess_resume) */
+	}
+	return true;
+}
+
 void kv_flush(struct kv_sess *s)
 {
 	while (s->head && s->head->done) {
 		struct kv_pend *p = s->head;
-		struct sink o = { s, NULL };
 
 		/* The rest waits until the peer reads: kv_sess_resume flushes again. */
-		if (!s->closed && s->io.full && s->io.full(s->io.ctx))
+		if (out_full(s) || !write_head(s, p))
 			break;
 		s->head = p->next;
 		if (!s->head)
 			s->tail = NULL;
-		s->held -= p->out.len;
-		if (p->stats_sum) {
-			format_stats(&o, s, p->snaps);
-		} else if (p->r.item && p->forwarded) {
-			kv_format(&o, &p->r); /* a lent hit: copied once, straight to the connection */
-			kv_release_lent(s->ks, p);
-		} else if (p->out.len && !s->closed && s->io.write(s->io.ctx, p->out.p, p->out.len)) {
-			broken(s);
-		}
+		s->held -= p->held;
+		kv_release_lent(s->ks, p);
 		pend_free(p);
 	}
 	/*
@@ -531,6 +570,32 @@ struct get_batch {
 	bool any_fwd;
 };
 
+/*
+ * A large local hit is not copied now: the session takes a reference and
+ * kv_flush writes it piece by piece as the connection has room, the same way
+ * as a large hit lent by another shard.
+ */
+static void lend_local(struct kv_sess *s, const struct kv_req *r)
+{
+	struct kv_pend *p = pend_new(s);
+
+	if (!p) {
+		broken(s);
+		return;
+	}
+	p->r = (struct kv_req){ .op = r->op, .item = r->item };
+	p->r.item->refs++;
+	p->dst = s->ks->id;
+	p->done = true;
+	/* Counted like a held reply, so lent items queued behind a forwarded
+	 * request stop the session as their copies would. */
+	p->held = (size_t)r->item->nval + 2;
+	s->held += p->held;
+	kv_queue(s, p);
+	if (s->head == p)
+		kv_flush(s);
+}
+
 /* One key of a retrieval command: answered here, or chained for its owner. Returns false
  * when out of memory (the session is broken then). */
 static bool get_key(struct kv_sess *s, const struct kv_cmd *cmd, struct get_batch *gb,
@@ -547,7 +612,9 @@ static bool get_key(struct kv_sess *s, const struct kv_cmd *cmd, struct get_batc
 		struct sink o;
 
 		kv_exec(ks, &r);
-		if (r.item) {
+		if (r.item && r.item->nval + 2 > KV_PIECE) {
+			lend_local(s, &r);
+		} else if (r.item) {
 			o = local_sink(s);
 			kv_format(&o, &r);
 		}

@@ -23,6 +23,14 @@
  */
 #define KV_INLINE 1024
 
+/*
+ * Replies larger than this go to the connection in pieces of this size, with a
+ * check for room between them, and a local hit this large is lent rather than
+ * copied (kv_flush): so no one reply overshoots the connection's output limit
+ * by more than a piece.
+ */
+#define KV_PIECE (16u << 10)
+
 /* What one shard reports for `stats`. */
 struct kv_snap {
 	struct kv_store_stats st;
@@ -31,6 +39,7 @@ struct kv_snap {
 	uint64_t forwarded, served_remote, queue_waits, pool_waits, pending_stops;
 	uint64_t items_hash_buckets;
 	uint64_t loop_turns, msg_sent, msg_doorbells; /* the framework's view of this shard */
+	uint64_t stall_closed;
 };
 
 /* A request as the store sees it; forwarded ones travel inside a kv_pend. */
@@ -63,6 +72,8 @@ struct kv_pend {
 	bool forwarded;
 	bool stats_sum;           /* formatted when written: every shard's figures are in */
 	struct obuf out;
+	size_t held;              /* bytes this entry counts in the session's `held` */
+	size_t sent;              /* bytes of it already written: a large reply goes in pieces */
 	unsigned dst;
 	struct kv_req r;
 	struct kv_snap *snaps;    /* stats: [nshards], owned by the stats_sum entry */
@@ -92,7 +103,7 @@ struct sink {
 };
 
 
-/* Send a forwarded hit's lent item back to its owner (after its reply is written). */
+/* Give a lent hit back to its owner, this shard or another (after its reply is written). */
 void kv_release_lent(struct kv_shard *ks, struct kv_pend *p);
 /* Write reply bytes to the connection or, behind a waiting reply, into a pend. */
 void kv_put(struct sink *o, const void *d, size_t n);

@@ -5,13 +5,16 @@ lives on the other shard. The server stops taking requests while the
 connection's output is full and goes on, in order and with nothing lost, as
 the client reads: also after the client has half-closed, and also for a deep
 pipeline read as fast as it is answered (held-back requests are not "input
-too large")."""
+too large"). Nor can a crowd of such clients on one shard keep the reply
+buffers from everyone else there."""
+import re
 import socket
+import sys
 import threading
 import time
 
 from kvtest import Client, kv_service, shards_available
-from vqtest import check, proc_status
+from vqtest import check, fail, proc_status
 
 VALUE = 512 * 1024
 COPIES = 600                    # 600 x 512 KiB: 300 MiB of replies per load
@@ -185,8 +188,101 @@ def pending_limit():
     svc.stop()
 
 
+STALL_ASKS = 40        # of each key, per staller: ~50 MiB of replies each
+
+
+class Deadline(Client):
+    """A client whose reads must all be done by one deadline, not merely each
+    within a timeout: a server that answers a byte now and then still fails."""
+
+    def __init__(self, svc, seconds):
+        super().__init__(svc, timeout=seconds)
+        self.start = time.time()
+        self.deadline = self.start + seconds
+
+    def _fill(self):
+        left = self.deadline - time.time()
+        if left <= 0:
+            raise TimeoutError("deadline passed")
+        self.sock.settimeout(left)
+        super()._fill()
+
+
+def staller(svc, request):
+    """A client with a small receive buffer (set before connect, so the window
+    is small from the handshake on) that sends request and never reads."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", svc.port))
+    s.sendall(request)
+    return s
+
+
+def answered(c, what, ask, reply_ok):
+    """ask(), then reply_ok(reply) must hold, all before c's deadline."""
+    try:
+        reply = ask()
+    except OSError as e:
+        fail("fresh client beside stalled ones: no complete answer to %s after %.1f s (%s)" %
+             (what, time.time() - c.start, e))
+    check(reply_ok(reply), "fresh client: wrong answer to %s: %s" % (what, repr(reply)[:120]))
+
+
+def stalled_crowd(stallers=40, within=5.0, overrides={}):
+    """One shard, `stallers` clients each asking for ~50 MiB of 1 MiB and 256 KiB
+    values and reading none of it: a fresh client on that shard is still answered
+    within `within` seconds. Each staller may fill its own output limit, but
+    together they must not pin the shard's whole reply pool, which everyone
+    else's replies come from. Past a few hundred they do hold a buffer or two
+    each, all of it: then limits.stall_timeout has to close them."""
+    svc = kv_service(overrides=dict({"shards.cpus": "0"}, **overrides))
+    c = Client(svc, timeout=20)
+    big, mid = b"b" * (1024 * 1024 - 100), b"m" * (256 * 1024)
+    check(c.set(b"big", big) == b"STORED", "set big")
+    check(c.set(b"mid", mid) == b"STORED", "set mid")
+    c.close()
+    request = b"get big\r\nget mid\r\n" * STALL_ASKS
+    stallers_ = []
+    try:
+        before = rss(svc)
+        for _ in range(stallers):
+            stallers_.append(staller(svc, request))
+        time.sleep(2)  # time for every staller's output to fill and its reading to pause
+        grown = rss(svc) - before
+        print("%d stalled clients: grew %d MiB" % (stallers, grown >> 20), flush=True)
+        check(grown < GROWTH_MAX, "%d stalled clients grew the server by %d MiB" %
+              (stallers, grown >> 20))
+        f = Deadline(svc, within)
+        answered(f, "version", lambda: f.cmd(b"version"), lambda l: l.startswith(b"VERSION"))
+        answered(f, "get mid", lambda: f.get(b"mid"), lambda v: v == [(b"mid", 0, mid, None)])
+        st = {}
+        answered(f, "stats", lambda: st.update(f.stats()) or st,
+                 lambda st: "curr_connections" in st)
+        print("%d stalled clients: a fresh client answered in %.1f s, %s stalled ones closed" %
+              (stallers, time.time() - f.start, st.get("shard0:stall_closed")))
+        if "limits.stall_timeout" in overrides:
+            check(int(st["shard0:stall_closed"]) > 0, "limits.stall_timeout closed none")
+        f.close()
+    finally:
+        for s in stallers_:  # also when a check failed: the server is killed at exit
+            s.close()
+    svc.stop()  # checks the log for leaks: every buffer back, every fd closed
+    stops = re.findall(r"stopped: .*", svc.text())
+    check(stops, "no shard's stop line in the log:\n" + svc.text())
+    for line in stops:
+        check(line.endswith("; 0 buffers outstanding, 0 connections open"),
+              "after the stalled clients went: %s" % line)
+
+
+if sys.argv[1:]:  # one case alone, by name: test_kv_backpressure.py stalled_crowd
+    globals()[sys.argv[1]]()
+    print("ok")
+    sys.exit(0)
 run("0", 1)
 deep_pipeline("0")
+stalled_crowd()
+stalled_crowd(300, 6.0, {"limits.stall_timeout": "1s"})
 if shards_available():
     run("0-1", 2)
     remote_only()

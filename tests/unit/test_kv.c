@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "kv.h"
+#include "kv_int.h"
 #include "vq_version.h"
 
 struct out {
@@ -606,6 +607,56 @@ START_TEST(test_stops_when_full)
 }
 END_TEST
 
+/*
+ * A large local hit is lent, not copied: it goes out one piece at a time as the
+ * connection has room, and intact even when the key is deleted meanwhile.
+ */
+START_TEST(test_large_hit_in_pieces)
+{
+	enum { N = 100000 };
+	struct out o = { 0 };
+	struct kv_io io = { .write = out_write, .close = out_close, .full = out_full, .ctx = &o };
+	struct kv_sess *s2 = kv_sess_new(&ks, &io);
+	static char set[N + 64], want[N + 64];
+	const char *head = "VALUE big 7 100000\r\n";
+	size_t used, n = (size_t)snprintf(set, sizeof(set), "set big 7 0 %d\r\n", N), before;
+	int rounds = 0;
+
+	ck_assert_ptr_nonnull(s2);
+	for (size_t i = 0; i < N; i++)
+		set[n + i] = (char)('a' + i % 26);
+	memcpy(set + n + N, "\r\n", 3);
+	feed(set);
+	ck_assert_str_eq(out.p, "STORED\r\n");
+
+	full_at = 1;
+	used = kv_sess_feed(s2, "get big\r\nversion\r\n", 18);
+	ck_assert_uint_eq(used, 9);
+	ck_assert_uint_le(o.len, strlen(head) + KV_PIECE);
+	expect("delete big\r\n", "DELETED\r\n");
+	ck_assert_uint_gt(ks.store.st.bytes, N); /* still lent to s2 */
+	while (o.len < strlen(head) + N + 2) {
+		before = o.len;
+		full_at = o.len + 1; /* room for one more write */
+		kv_sess_resume(s2);
+		ck_assert_uint_gt(o.len, before);
+		ck_assert_uint_le(o.len - before, KV_PIECE);
+		rounds++;
+	}
+	ck_assert_int_ge(rounds, N / KV_PIECE);
+	full_at = SIZE_MAX;
+	kv_sess_resume(s2);
+	ck_assert_uint_eq(kv_sess_feed(s2, "version\r\n", 9), 9);
+	n = (size_t)snprintf(want, sizeof(want), "%s", head);
+	memcpy(want + n, set + strlen("set big 7 0 100000\r\n"), N + 2);
+	memcpy(want + n + N + 2, "END\r\nVERSION ", 13);
+	ck_assert(!memcmp(o.p, want, n + N + 2 + 13));
+	ck_assert_uint_eq(ks.store.st.bytes, 0); /* released once written */
+	kv_sess_closed(s2);
+	free(o.p);
+}
+END_TEST
+
 static Suite *kv_suite(void)
 {
 	Suite *s = suite_create("kv");
@@ -624,6 +675,7 @@ static Suite *kv_suite(void)
 	tcase_add_test(proto, test_flush_all);
 	tcase_add_test(proto, test_misc_commands);
 	tcase_add_test(proto, test_stops_when_full);
+	tcase_add_test(proto, test_large_hit_in_pieces);
 	suite_add_tcase(s, proto);
 
 	tcase_add_checked_fixture(bad, setup, teardown);
