@@ -169,10 +169,11 @@ static void finish_close(struct vq_conn *c)
 	vq_op_prep(&c->rx, VQ_OP_CLOSE, c->fd, NULL, close_done);
 	if (vq_driver_submit(&c->shard->drv, &c->rx)) {
 		/* The SQ would not take it; the idle timer retries shortly. */
+		c->flags |= VQ_CONN_REQUEUE;
 		vq_timer_arm(c->shard, &c->idle, 1000000);
 		return;
 	}
-	c->flags |= VQ_CONN_CLOSED;
+	c->flags = (c->flags & ~VQ_CONN_REQUEUE) | VQ_CONN_CLOSED;
 }
 
 static bool conn_idle(const struct vq_conn *c)
@@ -229,11 +230,13 @@ static void rx_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
 
 	if (b) {
 		s->st.bytes_in += (uint64_t)res;
-		c->last_active_ns = s->now_ns;
-		watch_stall(c);
 		if (c->flags & (VQ_CONN_ABORT | VQ_CONN_CLOSING)) {
-			vq_buf_release(b); /* closing: nobody will read it */
+			/* Closing: nobody will read it, and it is no progress on what is
+			 * owed (a peer that sends and never reads still stalls). */
+			vq_buf_release(b);
 		} else {
+			c->last_active_ns = s->now_ns;
+			watch_stall(c);
 			vq_bufq_push(&c->in, b);
 			deliver = true;
 		}
@@ -285,21 +288,23 @@ static void idle_fired(struct vq_timer *t)
 	uint64_t idle = s->cfg->idle_timeout_ms * MS, stall = s->cfg->stall_timeout_ms * MS;
 	uint64_t quiet = s->now_ns - c->last_active_ns, next = UINT64_MAX;
 
-	if (!(c->flags & VQ_CONN_CLOSED) && !(c->flags & (VQ_CONN_RX | VQ_CONN_TX)) &&
-	    c->flags & (VQ_CONN_CLOSING | VQ_CONN_ABORT)) {
+	if (c->flags & VQ_CONN_REQUEUE) {
 		finish_close(c); /* a close that could not be queued before */
 		return;
 	}
 	if (c->flags & (VQ_CONN_ABORT | VQ_CONN_CLOSED))
 		return;
 	/*
-	 * Work pending (input not answered, output not taken, replies owed) and
-	 * nothing received and no send finished for the whole limit: the peer
-	 * stopped reading, or the connection waits on buffers that such peers
+	 * Work pending on our side (output not taken, replies owed, requests held
+	 * back) and nothing received and no send finished for the whole limit: the
+	 * peer stopped reading, or the connection waits on buffers that such peers
 	 * hold. It goes, so stalled peers cannot keep the pool from everyone else.
-	 * Also while closing: an orderly close waits for the output to drain.
+	 * Also while closing: an orderly close waits for the output to drain. A
+	 * request the peer has only half sent is the peer's to finish: only
+	 * limits.idle_timeout applies to it.
 	 */
-	if (stall && !conn_idle(c)) {
+	if (stall && (c->out.head || c->flags & VQ_CONN_TX || c->holds ||
+		      (c->in.bytes && c->flags & (VQ_CONN_PAUSED | VQ_CONN_HELD)))) {
 		if (quiet >= stall) {
 			s->st.stall_closed++;
 			vq_debug("connection fd %d: nothing sent or received for %llu ms with "

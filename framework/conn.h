@@ -19,6 +19,7 @@ struct vq_shard;
 #define VQ_CONN_ABORT   (1u << 5) /* close now, dropping queued output */
 #define VQ_CONN_CLOSED  (1u << 6) /* the close op is submitted */
 #define VQ_CONN_HELD    (1u << 7) /* reading stopped by the app: vq_conn_hold_input */
+#define VQ_CONN_REQUEUE (1u << 8) /* the close op found the SQ full: the timer retries it */
 
 /*
  * A TCP connection owned by one shard. The framework owns the read side (a

@@ -19,8 +19,8 @@
  *   returns its pointer. Lent items are read-only (an in-place incr only
  *   happens with no borrower). When the reply's turn comes and the connection
  *   has room (kv_flush), the connection's shard copies the value into its own
- *   pool buffers, then sends a release message home with the item pointer, and
- *   the owner drops the reference.
+ *   pool buffers, in pieces as the client takes them, then sends a release
+ *   message home with the item pointer, and the owner drops the reference.
  *   Item memory is only ever allocated and freed by its owner.
  * - Messages that meet a full queue wait in a per-destination outbox, in order,
  *   until vq_msg_wait_space says there is room, so one connection's requests

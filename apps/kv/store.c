@@ -57,6 +57,7 @@ void kv_item_put(struct kv_store *s, struct kv_item *it)
 	if (--it->refs)
 		return;
 	if (it->zombie) {
+		s->zombie_bytes -= kv_item_size(it->nkey, it->nval);
 		if (it->lprev)
 			it->lprev->lnext = it->lnext;
 		else
@@ -111,6 +112,7 @@ static void unlink_item(struct kv_store *s, struct kv_item *it)
 	if (it->refs > 1) {
 		/* Still lent: keep it findable for kv_store_fini until the last release. */
 		it->zombie = 1;
+		s->zombie_bytes += kv_item_size(it->nkey, it->nval);
 		it->lnext = s->zombies;
 		if (s->zombies)
 			s->zombies->lprev = it;
@@ -217,8 +219,13 @@ struct kv_item *kv_item_alloc(struct kv_store *s, const char *key, size_t nkey, 
 		s->st.oom++;
 		return NULL;
 	}
-	/* Make room from the cold end; a lent item leaves the table now and its memory later. */
-	while (s->st.bytes + size > s->limit && s->lru_tail) {
+	/*
+	 * Make room from the cold end; a lent item leaves the table now and its
+	 * memory later. Stop once lent memory alone leaves no room: evicting the
+	 * rest of the cache would not make any.
+	 */
+	while (s->st.bytes + size > s->limit && s->lru_tail &&
+	       s->zombie_bytes + size <= s->limit) {
 		struct kv_item *victim = s->lru_tail;
 
 		if (is_dead(victim, s->now))

@@ -66,7 +66,8 @@ struct kv_store {
 	struct kv_item **table;
 	uint64_t mask;           /* buckets - 1 */
 	struct kv_item *lru_head, *lru_tail; /* head = most recently used */
-	struct kv_item *zombies; /* unlinked but still lent to another shard */
+	struct kv_item *zombies; /* unlinked but still lent (to a connection or another shard) */
+	uint64_t zombie_bytes;   /* their memory: counted, but no eviction can free it */
 	uint64_t limit;          /* bytes of item memory */
 	uint64_t next_cas;
 	int64_t now;             /* the latest time a call passed in */

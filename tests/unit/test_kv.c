@@ -525,6 +525,25 @@ START_TEST(test_store_lent_items)
 	ck_assert(!memcmp(kv_item_val(lent), "1\r\n", 3));
 	kv_item_put(&st, lent);                 /* the release message */
 	ck_assert_uint_eq(st.st.bytes, 0);
+	/* Lent memory no eviction can free: an allocation that cannot fit fails
+	 * without emptying the rest of the cache. */
+	lent = kv_item_alloc(&st, "big", 3, kv_hash("big", 3), 0, 0, 700 << 10);
+	kv_store_put(&st, KV_SET, lent, 0, 1); /* the caller's reference stays: lent */
+	ck_assert_int_eq(kv_store_delete(&st, "big", 3, kv_hash("big", 3), 1), KV_DELETED);
+	for (int i = 0; i < 10; i++) {
+		char k[8];
+
+		snprintf(k, sizeof(k), "s%d", i);
+		it = kv_item_alloc(&st, k, strlen(k), kv_hash(k, strlen(k)), 0, 0, 1);
+		kv_store_put(&st, KV_SET, it, 0, 1);
+		kv_item_put(&st, it);
+	}
+	ck_assert_ptr_null(kv_item_alloc(&st, "new", 3, kv_hash("new", 3), 0, 0, 400 << 10));
+	ck_assert_uint_eq(st.st.curr_items, 10);
+	kv_item_put(&st, lent);
+	it = kv_item_alloc(&st, "new", 3, kv_hash("new", 3), 0, 0, 400 << 10);
+	ck_assert_ptr_nonnull(it);
+	kv_item_put(&st, it);
 	/* a lent item left at shutdown is freed with the store (ASan checks) */
 	it = kv_item_alloc(&st, "k", 1, kv_hash("k", 1), 0, 0, 1);
 	memcpy(kv_item_val(it), "1\r\n", 3);
