@@ -181,6 +181,13 @@ static bool conn_idle(const struct vq_conn *c)
 	return !c->in.bytes && !c->out.head && !(c->flags & VQ_CONN_TX) && !c->holds;
 }
 
+/* Work on our side: output not taken, replies owed, requests held back. */
+static bool owes_work(const struct vq_conn *c)
+{
+	return c->out.head || c->flags & VQ_CONN_TX || c->holds ||
+	       (c->in.bytes && c->flags & (VQ_CONN_PAUSED | VQ_CONN_HELD));
+}
+
 /*
  * Draining closes a connection once it is idle. Bytes the peer already sent but
  * our recv has not yet delivered are part of a request in flight: an empty
@@ -303,8 +310,7 @@ static void idle_fired(struct vq_timer *t)
 	 * request the peer has only half sent is the peer's to finish: only
 	 * limits.idle_timeout applies to it.
 	 */
-	if (stall && (c->out.head || c->flags & VQ_CONN_TX || c->holds ||
-		      (c->in.bytes && c->flags & (VQ_CONN_PAUSED | VQ_CONN_HELD)))) {
+	if (stall && owes_work(c)) {
 		if (quiet >= stall) {
 			s->st.stall_closed++;
 			vq_debug("connection fd %d: nothing sent or received for %llu ms with "
