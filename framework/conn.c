@@ -21,7 +21,6 @@ static void progress(struct vq_conn *c);
 #define conn_of(ptr, member) ((struct vq_conn *)((char *)(ptr) - offsetof(struct vq_conn, member)))
 
 #define DRAIN_QUIET_NS 100000000ull /* a draining connection this long silent is done */
-#define MS             1000000ull
 
 static size_t queued_out(const struct vq_conn *c)
 {
@@ -56,7 +55,7 @@ static size_t output_limit(const struct vq_conn *c)
 static void watch_stall(struct vq_conn *c)
 {
 	struct vq_shard *s = c->shard;
-	uint64_t stall = s->cfg->stall_timeout_ms * MS;
+	uint64_t stall = s->cfg->stall_timeout_ms * NS_PER_MS;
 
 	if (stall && (!c->idle.slot || c->idle.when_ns > s->now_ns + stall))
 		vq_timer_arm(s, &c->idle, stall);
@@ -292,7 +291,8 @@ static void idle_fired(struct vq_timer *t)
 {
 	struct vq_conn *c = (struct vq_conn *)((char *)t - offsetof(struct vq_conn, idle));
 	struct vq_shard *s = c->shard;
-	uint64_t idle = s->cfg->idle_timeout_ms * MS, stall = s->cfg->stall_timeout_ms * MS;
+	uint64_t idle = s->cfg->idle_timeout_ms * NS_PER_MS;
+	uint64_t stall = s->cfg->stall_timeout_ms * NS_PER_MS;
 	uint64_t quiet = s->now_ns - c->last_active_ns, next = UINT64_MAX;
 
 	if (c->flags & VQ_CONN_REQUEUE) {
@@ -315,7 +315,7 @@ static void idle_fired(struct vq_timer *t)
 			s->st.stall_closed++;
 			vq_debug("connection fd %d: nothing sent or received for %llu ms with "
 				 "work pending (limits.stall_timeout)", c->fd,
-				 (unsigned long long)(quiet / MS));
+				 (unsigned long long)(quiet / NS_PER_MS));
 			vq_conn_abort(c, -ETIMEDOUT);
 			return;
 		}
@@ -377,7 +377,7 @@ void vq_conn_start(struct vq_conn *c)
 	}
 	arm_rx(c);
 	if (s->cfg->idle_timeout_ms)
-		vq_timer_arm(s, &c->idle, s->cfg->idle_timeout_ms * 1000000ull);
+		vq_timer_arm(s, &c->idle, s->cfg->idle_timeout_ms * NS_PER_MS);
 	progress(c);
 }
 

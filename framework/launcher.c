@@ -286,7 +286,7 @@ static void supervise(struct vq_runtime *rt)
 	struct vq_sd_watch w;
 	uint64_t next = UINT64_MAX;
 	bool watching = !vq_sd_watch_init(&w, rt->shards, rt->nshards,
-					  rt->cfg.drain_timeout_ms * 1000000ull);
+					  rt->cfg.drain_timeout_ms * NS_PER_MS);
 
 	if (watching)
 		next = tick(&w);

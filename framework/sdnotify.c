@@ -25,7 +25,6 @@
 #include "shard.h"
 
 #define NS_PER_US      1000ull
-#define NS_PER_MS      1000000ull
 #define TICK_MAX_NS    (1000 * NS_PER_MS) /* STATUS= and stop progress at least this often */
 #define MAX_WAIT_NS    (250 * NS_PER_MS)  /* an idle shard loop still turns this often */
 #define EXTEND_TICKS   3                  /* each extension covers the next 3 ticks */

@@ -193,7 +193,7 @@ static void begin_stop(struct vq_shard *s)
 		s->stop_hook(s);
 	vq_listener_stop(s);
 	s->drain_deadline.fn = drain_deadline;
-	vq_timer_arm(s, &s->drain_deadline, s->cfg->drain_timeout_ms * 1000000ull);
+	vq_timer_arm(s, &s->drain_deadline, s->cfg->drain_timeout_ms * NS_PER_MS);
 	s->drain_sweep.fn = drain_sweep;
 	vq_timer_arm(s, &s->drain_sweep, 0);
 }

@@ -4,6 +4,9 @@
 
 #include <stdint.h>
 
+/* Config durations are in milliseconds, timers in nanoseconds. */
+#define NS_PER_MS 1000000ull
+
 struct vq_timer;
 typedef void (*vq_timer_fn)(struct vq_timer *t);
 
