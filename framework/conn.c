@@ -335,6 +335,17 @@ static void idle_fired(struct vq_timer *t)
 		vq_timer_arm(s, &c->idle, next);
 }
 
+/*
+ * A reload changed limits.idle_timeout or limits.stall_timeout: every
+ * connection's timer fires now and re-arms under the new limits, so a lowered
+ * limit applies at once and one turned on covers connections already stuck.
+ */
+void vq_conn_timeouts_changed(struct vq_shard *s)
+{
+	for (struct vq_conn *c = s->conns; c; c = c->next)
+		vq_timer_arm(s, &c->idle, 0);
+}
+
 struct vq_conn *vq_conn_adopt(struct vq_shard *s, int fd)
 {
 	struct vq_conn *c;
@@ -349,7 +360,15 @@ struct vq_conn *vq_conn_adopt(struct vq_shard *s, int fd)
 		close(fd);
 		return NULL;
 	}
-	c = calloc(1, sizeof(*c) + s->svc->conn_size);
+	/*
+	 * Room in the timer heap for everything armed now plus every connection
+	 * and the shard's own timers arming afresh: a connection's timer (idle,
+	 * stall, close retry) must not fail to arm once it is accepted.
+	 */
+	if (vq_timer_heap_reserve(&s->timers, s->timers.len + s->nconns + 1 + VQ_SHARD_TIMERS))
+		c = NULL;
+	else
+		c = calloc(1, sizeof(*c) + s->svc->conn_size);
 	if (!c) {
 		s->st.rejected++;
 		close(fd);

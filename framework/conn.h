@@ -125,5 +125,6 @@ void vq_conn_start(struct vq_conn *c);                     /* arm reading and th
 void vq_conn_accepted(struct vq_shard *s, int fd);
 void vq_conn_drain_all(struct vq_shard *s);
 void vq_conn_abort_all(struct vq_shard *s);
+void vq_conn_timeouts_changed(struct vq_shard *s); /* a reload changed idle/stall_timeout */
 
 #endif

@@ -198,6 +198,20 @@ static void begin_stop(struct vq_shard *s)
 	vq_timer_arm(s, &s->drain_sweep, 0);
 }
 
+/* A SIGHUP reload published a new snapshot: adopt it before touching any limit. */
+static void adopt_config(struct vq_shard *s)
+{
+	/* Read before the pick: once we acknowledge the new one, the old may be freed. */
+	uint64_t idle = s->cfg->idle_timeout_ms, stall = s->cfg->stall_timeout_ms;
+
+	if (!vq_cfg_pub_pick(s->cfg_pub, s->id, &s->cfg))
+		return;
+	vq_debug("configuration generation %lu applied",
+		 (unsigned long)vq_cfg_pub_acked(s->cfg_pub, s->id));
+	if (s->cfg->idle_timeout_ms != idle || s->cfg->stall_timeout_ms != stall)
+		vq_conn_timeouts_changed(s);
+}
+
 /*
  * Two clock reads a turn: the driver's when the kernel returns (before any
  * completion runs), and one before the timers. Until the wait, s->now_ns is the
@@ -208,10 +222,8 @@ void vq_shard_turn(struct vq_shard *s, int64_t timeout_ns)
 	uint64_t next, woke, busy;
 	int ret;
 
-	/* A SIGHUP reload published a new snapshot: adopt it before touching any limit. */
-	if (s->cfg_pub && vq_cfg_pub_pick(s->cfg_pub, s->id, &s->cfg))
-		vq_debug("configuration generation %lu applied",
-			 (unsigned long)vq_cfg_pub_acked(s->cfg_pub, s->id));
+	if (s->cfg_pub)
+		adopt_config(s);
 	run_ready(s);
 	s->drv.ops->replenish(&s->drv);
 	vq_pool_run_waiters(&s->pool);

@@ -48,6 +48,8 @@ struct vq_shard_stats {
 	uint64_t stall_closed;    /* closed by limits.stall_timeout */
 };
 
+#define VQ_SHARD_TIMERS 3 /* accept_retry, drain_deadline, drain_sweep below */
+
 struct vq_shard {
 	int id;
 	int cpu;                  /* home CPU: the core map's place, which picks the NUMA node */
@@ -69,6 +71,7 @@ struct vq_shard {
 
 	int listen_fd;
 	struct vq_op accept_op;
+	/* The shard's own timers, VQ_SHARD_TIMERS of them. */
 	struct vq_timer accept_retry;
 	struct vq_timer drain_deadline;
 	struct vq_timer drain_sweep;  /* re-checks connections for quiet while draining */

@@ -53,6 +53,23 @@ static void sift_down(struct vq_timer_heap *h, uint32_t i)
 	place(h, i, t);
 }
 
+int vq_timer_heap_reserve(struct vq_timer_heap *h, uint32_t n)
+{
+	uint32_t cap = h->cap ? h->cap : 64;
+	struct vq_timer **items;
+
+	while (cap < n)
+		cap *= 2;
+	if (cap == h->cap)
+		return 0;
+	items = realloc(h->items, cap * sizeof(*items));
+	if (!items)
+		return -ENOMEM;
+	h->items = items;
+	h->cap = cap;
+	return 0;
+}
+
 int vq_timer_heap_arm(struct vq_timer_heap *h, struct vq_timer *t, uint64_t when_ns)
 {
 	if (t->slot) {
@@ -65,15 +82,8 @@ int vq_timer_heap_arm(struct vq_timer_heap *h, struct vq_timer *t, uint64_t when
 			sift_down(h, t->slot - 1);
 		return 0;
 	}
-	if (h->len == h->cap) {
-		uint32_t cap = h->cap ? h->cap * 2 : 64;
-		struct vq_timer **items = realloc(h->items, cap * sizeof(*items));
-
-		if (!items)
-			return -ENOMEM;
-		h->items = items;
-		h->cap = cap;
-	}
+	if (h->len == h->cap && vq_timer_heap_reserve(h, h->len + 1))
+		return -ENOMEM;
 	t->when_ns = when_ns;
 	h->items[h->len++] = t;
 	sift_up(h, h->len - 1);

@@ -24,6 +24,8 @@ struct vq_timer_heap {
 	uint32_t cap;
 };
 
+/* Make room for n armed timers, so arming that many cannot fail. 0 or -ENOMEM. */
+int vq_timer_heap_reserve(struct vq_timer_heap *h, uint32_t n);
 /* Arm (or re-arm) t to fire at when_ns. Returns 0 or -ENOMEM. */
 int vq_timer_heap_arm(struct vq_timer_heap *h, struct vq_timer *t, uint64_t when_ns);
 void vq_timer_heap_disarm(struct vq_timer_heap *h, struct vq_timer *t);

@@ -217,9 +217,11 @@ static bool complete_one(struct kv_sess *s, struct kv_pend *p, int err)
 	s->npend--;
 	if (s->closed) {
 		kv_release_lent(ks, p);
-	} else if (!p->r.item) {
+	} else if (p->r.item) {
 		/* A lent hit stays lent until kv_flush writes it: copied here, a client
 		 * that does not read could make us hold max_pending large values. */
+		kv_hold_lent(s, p);
+	} else {
 		struct sink o = { s, s->head == p ? NULL : p };
 
 		if (p->ninl)

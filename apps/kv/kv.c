@@ -587,10 +587,7 @@ static void lend_local(struct kv_sess *s, const struct kv_req *r)
 	p->r.item->refs++;
 	p->dst = s->ks->id;
 	p->done = true;
-	/* Counted like a held reply, so lent items queued behind a forwarded
-	 * request stop the session as their copies would. */
-	p->held = (size_t)r->item->nval + 2;
-	s->held += p->held;
+	kv_hold_lent(s, p);
 	kv_queue(s, p);
 	if (s->head == p)
 		kv_flush(s);

@@ -55,6 +55,30 @@ START_TEST(disarm_and_rearm)
 }
 END_TEST
 
+/* After a reserve for n, arming n timers never moves the heap's storage. */
+START_TEST(reserve_then_arm_without_growing)
+{
+	struct vq_timer_heap h = { 0 };
+	struct vq_timer t[300];
+	struct vq_timer **items;
+
+	ck_assert_int_eq(vq_timer_heap_reserve(&h, 300), 0);
+	ck_assert_uint_ge(h.cap, 300);
+	items = h.items;
+	for (int i = 0; i < 300; i++) {
+		t[i] = (struct vq_timer){ .fn = note };
+		ck_assert_int_eq(vq_timer_heap_arm(&h, &t[i], (uint64_t)(300 - i)), 0);
+	}
+	ck_assert_ptr_eq(h.items, items);
+	ck_assert_int_eq(vq_timer_heap_reserve(&h, 10), 0); /* never shrinks */
+	ck_assert_ptr_eq(h.items, items);
+	ck_assert_uint_eq(vq_timer_heap_next(&h), 1);
+	fired = 0;
+	ck_assert_uint_eq(vq_timer_heap_run(&h, 64), 64);
+	vq_timer_heap_free(&h);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("timer");
@@ -62,6 +86,7 @@ int main(void)
 
 	tcase_add_test(tc, fires_in_deadline_order);
 	tcase_add_test(tc, disarm_and_rearm);
+	tcase_add_test(tc, reserve_then_arm_without_growing);
 	suite_add_tcase(s, tc);
 	return vq_check_run(s);
 }
