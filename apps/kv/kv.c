@@ -54,7 +54,7 @@ int kv_shard_init(struct kv_shard *ks, struct vq_shard *vs, unsigned id, unsigne
 	clock_gettime(CLOCK_REALTIME, &rt);
 	ks->now = rt.tv_sec;
 	ks->start_time = rt.tv_sec;
-	ret = kv_store_init(&ks->store, cfg->memory);
+	ret = kv_store_init(&ks->store, cfg->memory, cfg->max_value);
 	if (ret)
 		return ret;
 	ks->out = calloc(ks->nshards, sizeof(*ks->out));

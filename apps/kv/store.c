@@ -34,7 +34,7 @@ size_t kv_item_size(size_t nkey, size_t nval)
 	return sizeof(struct kv_item) + nkey + nval + 2;
 }
 
-int kv_store_init(struct kv_store *s, uint64_t limit)
+int kv_store_init(struct kv_store *s, uint64_t limit, uint64_t max_value)
 {
 	memset(s, 0, sizeof(*s));
 	s->table = calloc(INITIAL_BUCKETS, sizeof(*s->table));
@@ -42,6 +42,7 @@ int kv_store_init(struct kv_store *s, uint64_t limit)
 		return -ENOMEM;
 	s->mask = INITIAL_BUCKETS - 1;
 	s->limit = limit;
+	s->max_value = max_value;
 	s->next_cas = 1;
 	return 0;
 }
@@ -296,6 +297,9 @@ static enum kv_status concat(struct kv_store *s, struct kv_item *old, struct kv_
 	struct kv_item *n;
 	struct kv_item *first = append ? old : it, *second = append ? it : old;
 
+	/* Each part was within kv.max_value when it was stored; the sum may not be. */
+	if ((uint64_t)old->nval + it->nval > s->max_value)
+		return KV_TOO_LARGE;
 	old->refs++; /* keep it across a possible eviction inside alloc */
 	n = kv_item_alloc(s, old->data, old->nkey, old->hash, old->flags, old->exptime,
 			  old->nval + it->nval);

@@ -69,6 +69,7 @@ struct kv_store {
 	struct kv_item *zombies; /* unlinked but still lent (to a connection or another shard) */
 	uint64_t zombie_bytes;   /* their memory: counted, but no eviction can free it */
 	uint64_t limit;          /* bytes of item memory */
+	uint64_t max_value;      /* largest value, also for one grown by append/prepend */
 	uint64_t next_cas;
 	int64_t now;             /* the latest time a call passed in */
 	int64_t flush_at;        /* unix seconds of a pending delayed flush_all; 0 = none */
@@ -92,8 +93,9 @@ enum kv_store_op { KV_SET, KV_ADD, KV_REPLACE, KV_APPEND, KV_PREPEND, KV_CAS };
 /* A 64-bit hash of a key; its high bits pick the owner shard, its low bits the bucket. */
 uint64_t kv_hash(const char *key, size_t nkey);
 
-/* Set up an empty store with a memory limit in bytes. Returns 0 or -ENOMEM. */
-int kv_store_init(struct kv_store *s, uint64_t limit);
+/* Set up an empty store with a memory limit and a largest value, in bytes.
+ * Returns 0 or -ENOMEM. */
+int kv_store_init(struct kv_store *s, uint64_t limit, uint64_t max_value);
 
 /* Free every item, linked or lent: call only once no other shard can hold a reference. */
 void kv_store_fini(struct kv_store *s);

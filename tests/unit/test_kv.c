@@ -315,6 +315,13 @@ START_TEST(test_value_limits)
 	/* as memcached does, a failed set does not leave the old value behind */
 	expect("get big\r\n", "END\r\n");
 	free(big);
+	/* append and prepend may not grow a value past the limit either */
+	ks.store.max_value = 8;
+	expect("set k 0 0 5\r\nhello\r\n", "STORED\r\n");
+	expect("append k 0 0 3\r\nabc\r\n", "STORED\r\n");
+	expect("append k 0 0 1\r\nx\r\n", "SERVER_ERROR object too large for cache\r\n");
+	expect("prepend k 0 0 1\r\nx\r\n", "SERVER_ERROR object too large for cache\r\n");
+	expect("get k\r\n", "VALUE k 0 8\r\nhelloabc\r\nEND\r\n");
 }
 END_TEST
 
@@ -482,7 +489,7 @@ START_TEST(test_store_eviction)
 	int stored = 0;
 	int64_t now = 1000;
 
-	ck_assert_int_eq(kv_store_init(&st, 64 * 1024), 0);
+	ck_assert_int_eq(kv_store_init(&st, 64 * 1024, 1 << 20), 0);
 	for (int i = 0; i < 1000; i++) {
 		int n = snprintf(key, sizeof(key), "key%d", i);
 		struct kv_item *it = kv_item_alloc(&st, key, (size_t)n, kv_hash(key, (size_t)n), 0,
@@ -512,7 +519,7 @@ START_TEST(test_store_lent_items)
 	struct kv_store st;
 	struct kv_item *it, *lent;
 
-	ck_assert_int_eq(kv_store_init(&st, 1 << 20), 0);
+	ck_assert_int_eq(kv_store_init(&st, 1 << 20, 1 << 20), 0);
 	it = kv_item_alloc(&st, "k", 1, kv_hash("k", 1), 0, 0, 1);
 	memcpy(kv_item_val(it), "1\r\n", 3);
 	kv_store_put(&st, KV_SET, it, 0, 1);
