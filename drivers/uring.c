@@ -46,6 +46,7 @@ struct uring {
 	uint16_t *slot_bid;       /* bundles: buffer id at each ring slot (position & mask) */
 	uint16_t *bid_pos;        /* bundles: ring position each buffer id was added at */
 	bool bundle;              /* multishot recvs ask for bundles (6.10) */
+	bool recv_cap;            /* multishot recvs end after RECV_CAP_BUFS buffers' worth (6.17) */
 	bool bufs_registered;
 	unsigned ring_features;   /* io_uring_params.features from setup */
 	struct vq_op *parked;     /* pooled recvs that ran out of buffers (ENOBUFS) */
@@ -55,6 +56,15 @@ struct uring {
 	bool wake_rearm;          /* wake_op lost its re-arm to a full SQ */
 	uint64_t wake_val;
 };
+
+/*
+ * Bytes one multishot recv may take before it ends, in pool buffers. Without a
+ * cap the kernel empties a socket's whole backlog (megabytes from a peer that
+ * sent far ahead) into provided buffers before the owner can stop it; with it,
+ * an owner that stopped reading holds at most this much, and one that reads on
+ * re-arms (a submit per 64 KiB at the default buffer size).
+ */
+#define RECV_CAP_BUFS 4
 
 static inline struct uring *U(struct vq_driver *d)
 {
@@ -112,6 +122,8 @@ static int queue_op(struct vq_driver *d, struct vq_op *op)
 				io_uring_prep_recv_multishot(sqe, op->fd, NULL, 0, 0);
 				if (u->bundle)
 					sqe->ioprio |= IORING_RECVSEND_BUNDLE;
+				if (u->recv_cap)
+					vq_sqe_set_recv_cap(sqe, RECV_CAP_BUFS * d->pool->size);
 			} else {
 				io_uring_prep_recv(sqe, op->fd, NULL, 0, 0);
 			}
@@ -446,8 +458,16 @@ static void handle_multishot(struct vq_driver *d, struct vq_op *op, struct io_ur
 		park(d, op);
 		return;
 	}
+	if (!more && b && !op->cancelled) {
+		/* A recv ended with data (its byte cap, a CQ overflow): its last completion
+		 * carries the buffer, and the owner re-arms if it still reads. */
+		op->buf = b;
+		vq_buf_to_kernel(b); /* finish() hands it over */
+		finish(d, op, res);
+		return;
+	}
 	if (!more && res > 0 && !op->cancelled) {
-		/* The kernel ended the multishot without an error (e.g. CQ overflow): re-arm. */
+		/* The kernel ended a multishot accept without an error (e.g. CQ overflow): re-arm. */
 		d->st.rearms++;
 		if (queue_op(d, op) == 0) {
 			more = true;
@@ -865,6 +885,44 @@ static bool probe_incremental(struct uring *u)
 	return ok;
 }
 
+/*
+ * 6.17 recv byte cap: an older kernel refuses the field with -EINVAL when the
+ * SQE is prepared. A newer one gets as far as picking a buffer from group 1,
+ * which has none, and says -ENOBUFS (a byte is waiting, so it does not arm).
+ */
+static bool probe_recv_cap(struct uring *u)
+{
+	struct __kernel_timespec ts = { .tv_nsec = 100000000 };
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	bool ok = false;
+	int sv[2];
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+		return false;
+	if (write(sv[1], "", 1) == 1 && (sqe = io_uring_get_sqe(&u->ring))) {
+		io_uring_prep_recv_multishot(sqe, sv[0], NULL, 0, 0);
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = 1;
+		vq_sqe_set_recv_cap(sqe, 1);
+		io_uring_sqe_set_data64(sqe, UD_IGNORE);
+		if (io_uring_submit(&u->ring) == 1) {
+			if (io_uring_wait_cqe_timeout(&u->ring, &cqe, &ts) == 0) {
+				ok = cqe->res == -ENOBUFS;
+				io_uring_cqe_seen(&u->ring, cqe);
+			} else if ((sqe = io_uring_get_sqe(&u->ring))) {
+				/* Armed after all: cancel it; both CQEs are UD_IGNORE. */
+				io_uring_prep_cancel64(sqe, UD_IGNORE, 0);
+				io_uring_sqe_set_data64(sqe, UD_IGNORE);
+				io_uring_submit(&u->ring);
+			}
+		}
+	}
+	close(sv[0]);
+	close(sv[1]);
+	return ok;
+}
+
 static int uring_init(struct vq_driver *d, const struct vq_driver_params *params)
 {
 	struct uring *u = calloc(1, sizeof(*u));
@@ -884,19 +942,21 @@ static int uring_init(struct vq_driver *d, const struct vq_driver_params *params
 	u->br_entries = params->provided;
 	u->bundle = params->flags & VQ_DRV_RECV_BUNDLE &&
 		    u->ring_features & IORING_FEAT_RECVSEND_BUNDLE;
+	u->recv_cap = probe_recv_cap(u);
 	/* The registered ring fd saves an fget/fput on every enter (5.18+); optional. */
 	bool reg_fd = io_uring_register_ring_fd(&u->ring) == 1;
 	probe = io_uring_get_probe_ring(&u->ring);
 	d->zc_min = params->zc_min ? params->zc_min : VQ_ZC_MIN_DEFAULT;
 	/* Bundles are opt-in (io.recv_bundle); incremental buffers are probed, not used: see
 	 * docs/BENCHMARKS.md for the measurements behind both choices. */
-	snprintf(d->features, sizeof(d->features), "sq=%u cq=%u %s%s%s%s%s%s",
+	snprintf(d->features, sizeof(d->features), "sq=%u cq=%u %s%s%s%s%s%s%s",
 		 u->ring.sq.ring_entries, u->ring.cq.ring_entries, setup,
 		 reg_fd ? " reg_ring_fd" : "",
 		 probe && io_uring_opcode_supported(probe, IORING_OP_MSG_RING) ? " msg_ring" : "",
 		 probe && io_uring_opcode_supported(probe, IORING_OP_SEND_ZC) ? " send_zc" : "",
 		 u->bundle ? " recv_bundle" :
 		 u->ring_features & IORING_FEAT_RECVSEND_BUNDLE ? " recv_bundle(off)" : "",
+		 u->recv_cap ? " recv_cap" : "",
 		 probe_incremental(u) ? " pbuf_inc(unused)" : "");
 	if (probe)
 		io_uring_free_probe(probe);

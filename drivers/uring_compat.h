@@ -26,6 +26,15 @@
 #define IORING_CQE_F_BUF_MORE (1U << 4)
 #endif
 
+/*
+ * 6.17: a multishot recv ends (a CQE without F_MORE) once it has received this
+ * many bytes in all. The field is sqe->optlen, which 2.3 calls file_index.
+ */
+static inline void vq_sqe_set_recv_cap(struct io_uring_sqe *sqe, uint32_t bytes)
+{
+	sqe->file_index = bytes;
+}
+
 /* 6.0: the zero-copy send notification CQE (in 2.3 already; kept for older headers). */
 #ifndef IORING_CQE_F_NOTIF
 #define IORING_CQE_F_NOTIF (1U << 3)

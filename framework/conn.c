@@ -232,7 +232,7 @@ static void rx_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
 {
 	struct vq_conn *c = conn_of(op, rx);
 	struct vq_shard *s = c->shard;
-	bool deliver = false;
+	bool deliver = false, rearm = false;
 
 	if (b) {
 		s->st.bytes_in += (uint64_t)res;
@@ -252,9 +252,11 @@ static void rx_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
 		if (res == 0 && !(c->flags & VQ_CONN_EOF)) {
 			c->flags |= VQ_CONN_EOF;
 			deliver = true;
-		} else if (res == -ECANCELED) {
-			/* Paused, held, closing, or resumed before the cancel landed. */
-			resume_rx(c);
+		} else if (res == -ECANCELED || res > 0) {
+			/* Paused, held, closing, or resumed before the cancel landed; or
+			 * the recv took its fill (the driver's cap): read on unless stopped
+			 * by the time this input is handled. */
+			rearm = true;
 		} else if (res < 0) {
 			vq_conn_abort(c, res);
 		}
@@ -280,6 +282,8 @@ static void rx_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
 	 */
 	if (c->flags & VQ_CONN_EOF && !(c->flags & VQ_CONN_ABORT))
 		c->flags |= VQ_CONN_CLOSING;
+	if (rearm)
+		resume_rx(c);
 	progress(c);
 }
 
