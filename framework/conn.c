@@ -175,9 +175,11 @@ static void finish_close(struct vq_conn *c)
 	c->flags = (c->flags & ~VQ_CONN_REQUEUE) | VQ_CONN_CLOSED;
 }
 
+/* Nothing in progress either way: draining may close it (after a quiet moment). */
 static bool conn_idle(const struct vq_conn *c)
 {
-	return !c->in.bytes && !c->out.head && !(c->flags & VQ_CONN_TX) && !c->holds;
+	return !c->in.bytes && !c->out.head && !(c->flags & (VQ_CONN_TX | VQ_CONN_MIDREQ)) &&
+	       !c->holds;
 }
 
 /* Work on our side: output not taken, replies owed, requests held back. */

@@ -20,6 +20,7 @@ struct vq_shard;
 #define VQ_CONN_CLOSED  (1u << 6) /* the close op is submitted */
 #define VQ_CONN_HELD    (1u << 7) /* reading stopped by the app: vq_conn_hold_input */
 #define VQ_CONN_REQUEUE (1u << 8) /* the close op found the SQ full: the timer retries it */
+#define VQ_CONN_MIDREQ  (1u << 9) /* the app holds part of a request: vq_conn_mid_request */
 
 /*
  * A TCP connection owned by one shard. The framework owns the read side (a
@@ -74,6 +75,18 @@ bool vq_conn_output_full(struct vq_conn *c);
  * on_data is not called for the held input; the app resumes it itself.
  */
 void vq_conn_hold_input(struct vq_conn *c, bool hold);
+/*
+ * The app has taken the first part of a request into memory of its own, so
+ * the input queue no longer shows it (true), or has all of it (false). A
+ * shutdown drain then waits for the rest, as for input still queued. It is the
+ * peer's part to finish: an orderly close does not wait for it, and
+ * limits.stall_timeout does not count it as work pending.
+ */
+static inline void vq_conn_mid_request(struct vq_conn *c, bool mid)
+{
+	c->flags = mid ? c->flags | VQ_CONN_MIDREQ : c->flags & ~VQ_CONN_MIDREQ;
+}
+
 /*
  * Queue buf's valid bytes for sending after everything queued before. The
  * connection takes ownership in every case and releases buf to its pool once

@@ -45,8 +45,12 @@ static void accept_done(struct vq_op *op, int res, struct vq_buf *b, unsigned fl
 	if (res >= 0) {
 		vq_conn_accepted(s, res);
 	} else if (res != -ECANCELED && s->state == VQ_SHARD_RUNNING) {
-		/* Out of fds or memory: keep serving the open connections, retry soon. */
-		vq_warn("accept: %s; retrying in 100 ms", strerror(-res));
+		/* Out of fds or memory: keep serving the open connections, retry soon.
+		 * Logged at the first failure and then every 100th, not every retry. */
+		if (s->st.accept_errors++ % 100 == 0)
+			vq_warn("accept: %s (%lu failures so far); open connections are still "
+				"served, new ones wait", strerror(-res),
+				(unsigned long)s->st.accept_errors);
 	}
 	if (flags & VQ_CQE_MORE)
 		return;

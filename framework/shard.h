@@ -37,6 +37,7 @@ enum vq_shard_state {
 struct vq_shard_stats {
 	uint64_t accepted;
 	uint64_t rejected;        /* over limits.max_connections */
+	uint64_t accept_errors;   /* accepts that failed (out of fds or memory) */
 	uint64_t closed;
 	uint64_t bytes_in;
 	uint64_t bytes_out;

@@ -136,6 +136,13 @@ static inline bool kv_sess_full(const struct kv_sess *s)
 	       (s->io.full && s->io.full(s->io.ctx));
 }
 
+/* Part of a request is in the session (a command line or data block not yet whole,
+ * or the keys of a multi-get not yet answered): a shutdown drain waits for it. */
+static inline bool kv_sess_mid_request(const struct kv_sess *s)
+{
+	return s->state != KV_S_DONE && (s->state != KV_S_LINE || s->nline > 0);
+}
+
 /* Unix seconds for the shard's current loop turn. */
 int64_t kv_now(struct kv_shard *ks);
 

@@ -274,6 +274,7 @@ static void kv_data(struct vq_conn *c)
 	 * calls again. Full output pauses reading by itself and calls on_data.
 	 */
 	vq_conn_hold_input(c, kv_sess_full(kc->sess) && !vq_conn_output_full(c));
+	vq_conn_mid_request(c, kv_sess_mid_request(kc->sess));
 }
 
 static void kv_conn_closed(struct vq_conn *c)
