@@ -102,7 +102,6 @@ struct sink {
 	struct kv_pend *p;        /* NULL: straight to the connection */
 };
 
-
 /*
  * A lent hit (p->r.item, local or another shard's) counts in the session's
  * held bytes like the copy it stands for: lent values queued behind a forwarded
@@ -113,6 +112,7 @@ static inline void kv_hold_lent(struct kv_sess *s, struct kv_pend *p)
 	p->held = (size_t)p->r.item->nval + 2;
 	s->held += p->held;
 }
+
 /* Give a lent hit back to its owner, this shard or another (after its reply is written). */
 void kv_release_lent(struct kv_shard *ks, struct kv_pend *p);
 /* Write reply bytes to the connection or, behind a waiting reply, into a pend. */
