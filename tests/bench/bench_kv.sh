@@ -4,8 +4,9 @@
 #   2 shards on CPUs 0-1 vs `memcached -t 2` on CPUs 0-1 (client unpinned).
 # Loads (tests/bench/kv_load.c, closed loop per connection, 90% get / 10% set over
 # 10000 preloaded keys): 16 connections x 1 request, value 32 B and 4 KiB;
-# 16 x 16 pipelined; 16 x 1 multi-get of 10 keys, and 16 x 8 of them; and a
-# fixed offered load of 80 000 requests/s (kv_load -r), where CPU per request
+# 16 x 16 pipelined; 16 x 1 multi-get of 10 keys, and 16 x 8 of them; many
+# clients, 1000 connections x 4 pipelined with 4 KiB values; and a fixed
+# offered load of 80 000 requests/s (kv_load -r), where CPU per request
 # compares at equal work. With 2 cores veloq-kv also runs with shards.pin=node
 # and io.msg_poll_us=0, the settings for CPUs shared with other busy processes
 # (here: the client).
@@ -25,6 +26,7 @@ PORT=${PORT:-23411}
 cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DVQ_BENCH=ON -DVQ_TESTS=OFF >/dev/null
 cmake --build "$BUILD" -j2 --target veloq-kv kv_load >/dev/null
 LOAD=$BUILD/tests/bench/kv_load
+ulimit -n 8192 # the 1000-connection cell
 KV=$BUILD/apps/veloq-kv
 command -v memcached >/dev/null || { echo "memcached not installed (apt-get install memcached)" >&2; exit 1; }
 
@@ -98,5 +100,6 @@ for n in 1 2; do
 	run_pair $n "16 conn x 16 pipelined, 32 B" -c 16 -d 16 -v 32
 	run_pair $n "16 conn, get of 10 keys, 32 B" -c 16 -d 1 -v 32 -m 10
 	run_pair $n "16 conn x 8 pipelined, get of 10 keys, 32 B" -c 16 -d 8 -v 32 -m 10
+	run_pair $n "1000 conn x 4 pipelined, 4 KiB" -c 1000 -d 4 -v 4096
 	run_pair $n "offered 80000/s, 64 conn x 2, 32 B" -c 64 -d 2 -v 32 -r 80000
 done
