@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -283,6 +284,11 @@ void kv_snapshot(struct kv_shard *ks, struct kv_snap *sn)
 	/* No framework shard under the unit tests (kv_shard_init with vs = NULL). */
 	sn->loop_turns = ks->vs ? ks->vs->st.iterations : 0;
 	sn->stall_closed = ks->vs ? ks->vs->st.stall_closed : 0;
+	sn->bytes_read = ks->vs ? ks->vs->st.bytes_in : 0;
+	sn->bytes_written = ks->vs ? ks->vs->st.bytes_out : 0;
+	/* As memcached's accepting_conns: not while stopping, nor at limits.max_connections. */
+	sn->accepting = !ks->vs || (ks->vs->state == VQ_SHARD_RUNNING &&
+				    ks->vs->nconns < ks->vs->cfg->max_connections);
 	sn->msg_sent = sn->msg_doorbells = 0;
 	for (unsigned to = 0; ks->vs && ks->vs->mesh && to < ks->nshards; to++) {
 		struct vq_msg_pair_stats ps;
@@ -347,7 +353,8 @@ void kv_format(struct sink *o, const struct kv_req *r)
 
 	if (r->status < 0) {
 		/* The owner shard could not be reached (it is stopping). */
-		puts_(o, "SERVER_ERROR shard unavailable\r\n");
+		if (!r->noreply)
+			puts_(o, "SERVER_ERROR shard unavailable\r\n");
 		return;
 	}
 	switch (r->op) {
@@ -402,7 +409,8 @@ void kv_sess_free(struct kv_sess *s)
 static void format_stats(struct sink *o, struct kv_sess *s, struct kv_snap *snaps)
 {
 	struct kv_shard *ks = s->ks;
-	struct kv_snap sum = { 0 };
+	struct kv_snap sum = { .accepting = true };
+	struct rusage ru;
 	char line[160];
 	int64_t now = kv_now(ks);
 	int n;
@@ -422,12 +430,24 @@ static void format_stats(struct sink *o, struct kv_sess *s, struct kv_snap *snap
 		sum.limit += snaps[i].limit;
 		sum.curr_conns += snaps[i].curr_conns;
 		sum.total_conns += snaps[i].total_conns;
+		sum.bytes_read += snaps[i].bytes_read;
+		sum.bytes_written += snaps[i].bytes_written;
+		sum.accepting = sum.accepting && snaps[i].accepting;
 	}
+	if (getrusage(RUSAGE_SELF, &ru))
+		memset(&ru, 0, sizeof(ru));
 	STAT("pid", "%ld", (long)getpid());
 	STAT("uptime", "%lld", (long long)(now - ks->start_time));
 	STAT("time", "%lld", (long long)now);
 	STAT("version", "%s", KV_VERSION);
 	STAT("pointer_size", "%d", (int)(8 * sizeof(void *)));
+	/* CPU time of the whole process, all shards: seconds.microseconds as memcached prints it. */
+	n = snprintf(line, sizeof(line), "STAT rusage_user %ld.%06ld\r\n", (long)ru.ru_utime.tv_sec,
+		     (long)ru.ru_utime.tv_usec);
+	kv_put(o, line, (size_t)n);
+	n = snprintf(line, sizeof(line), "STAT rusage_system %ld.%06ld\r\n", (long)ru.ru_stime.tv_sec,
+		     (long)ru.ru_stime.tv_usec);
+	kv_put(o, line, (size_t)n);
 	STAT("curr_connections", "%llu", (unsigned long long)sum.curr_conns);
 	STAT("total_connections", "%llu", (unsigned long long)sum.total_conns);
 	STAT("cmd_get", "%llu", (unsigned long long)sum.st.cmd_get);
@@ -436,6 +456,8 @@ static void format_stats(struct sink *o, struct kv_sess *s, struct kv_snap *snap
 	STAT("cmd_touch", "%llu", (unsigned long long)sum.st.cmd_touch);
 	STAT("get_hits", "%llu", (unsigned long long)sum.st.get_hits);
 	STAT("get_misses", "%llu", (unsigned long long)sum.st.get_misses);
+	STAT("get_expired", "%llu", (unsigned long long)sum.st.get_expired);
+	STAT("get_flushed", "%llu", (unsigned long long)sum.st.get_flushed);
 	STAT("delete_misses", "%llu", (unsigned long long)sum.st.delete_misses);
 	STAT("delete_hits", "%llu", (unsigned long long)sum.st.delete_hits);
 	STAT("incr_misses", "%llu", (unsigned long long)sum.st.incr_misses);
@@ -447,8 +469,11 @@ static void format_stats(struct sink *o, struct kv_sess *s, struct kv_snap *snap
 	STAT("cas_badval", "%llu", (unsigned long long)sum.st.cas_badval);
 	STAT("touch_hits", "%llu", (unsigned long long)sum.st.touch_hits);
 	STAT("touch_misses", "%llu", (unsigned long long)sum.st.touch_misses);
-	STAT("threads", "%u", ks->nshards);
+	STAT("bytes_read", "%llu", (unsigned long long)sum.bytes_read);
+	STAT("bytes_written", "%llu", (unsigned long long)sum.bytes_written);
 	STAT("limit_maxbytes", "%llu", (unsigned long long)sum.limit);
+	STAT("accepting_conns", "%d", sum.accepting ? 1 : 0);
+	STAT("threads", "%u", ks->nshards);
 	STAT("bytes", "%llu", (unsigned long long)sum.st.bytes);
 	STAT("curr_items", "%llu", (unsigned long long)sum.st.curr_items);
 	STAT("total_items", "%llu", (unsigned long long)sum.st.total_items);
@@ -814,7 +839,8 @@ static void do_key(struct kv_sess *s, const struct kv_cmd *cmd)
 		struct kv_pend *pd = pend_new(s);
 
 		if (!pd) {
-			reply(s, "SERVER_ERROR out of memory");
+			if (!cmd->noreply)
+				reply(s, "SERVER_ERROR out of memory");
 			return;
 		}
 		pd->dst = dst;
@@ -831,6 +857,7 @@ static void do_all_shards(struct kv_sess *s, const struct kv_cmd *cmd)
 	struct kv_shard *ks = s->ks;
 	struct kv_snap *snaps = NULL;
 	struct kv_pend *sum = NULL;
+	int64_t at = 0;
 
 	if (cmd->type == KV_C_STATS) {
 		snaps = calloc(ks->nshards, sizeof(*snaps));
@@ -842,9 +869,18 @@ static void do_all_shards(struct kv_sess *s, const struct kv_cmd *cmd)
 			return;
 		}
 	} else {
-		/* Here first, so a later local set on this connection survives the flush. */
-		struct kv_req r = { .op = KV_C_FLUSH_ALL, .exptime = cmd->delay };
+		/*
+		 * When every shard flushes, as a unix time (0 = now): a delay counts
+		 * from now, and past 30 days it is a unix time already, as for an
+		 * item's expiry. One time for all shards, however late a message
+		 * arrives. Here first, so a later local set on this connection
+		 * survives the flush.
+		 */
+		struct kv_req r = { .op = KV_C_FLUSH_ALL };
 
+		if (cmd->delay > 0)
+			at = kv_exptime(cmd->delay, kv_now(ks));
+		r.exptime = at;
 		kv_exec(ks, &r);
 	}
 	for (unsigned i = 0; i < ks->nshards; i++) {
@@ -858,7 +894,7 @@ static void do_all_shards(struct kv_sess *s, const struct kv_cmd *cmd)
 			break;
 		}
 		pd->dst = i;
-		pd->r = (struct kv_req){ .op = cmd->type, .exptime = cmd->delay };
+		pd->r = (struct kv_req){ .op = cmd->type, .exptime = at };
 		pd->snaps = snaps;
 		kv_forward(s, pd);
 	}
@@ -891,7 +927,8 @@ static void start_storage(struct kv_sess *s, const struct kv_cmd *cmd)
 	int64_t exptime;
 
 	if (cmd->nval > ks->cfg->max_value) {
-		reply(s, "SERVER_ERROR object too large for cache");
+		if (!cmd->noreply)
+			reply(s, "SERVER_ERROR object too large for cache");
 		drop_stale(s, cmd);
 		goto swallow;
 	}
@@ -904,7 +941,8 @@ static void start_storage(struct kv_sess *s, const struct kv_cmd *cmd)
 		s->item = kv_item_alloc(&ks->store, cmd->key, cmd->nkey, hash, cmd->flags, exptime,
 					(uint32_t)cmd->nval);
 		if (!s->item) {
-			reply(s, "SERVER_ERROR out of memory storing object");
+			if (!cmd->noreply)
+				reply(s, "SERVER_ERROR out of memory storing object");
 			drop_stale(s, cmd);
 			goto swallow;
 		}
@@ -916,7 +954,8 @@ static void start_storage(struct kv_sess *s, const struct kv_cmd *cmd)
 		if (!pd || !val) {
 			free(pd);
 			free(val);
-			reply(s, "SERVER_ERROR out of memory storing object");
+			if (!cmd->noreply)
+				reply(s, "SERVER_ERROR out of memory storing object");
 			goto swallow;
 		}
 		pd->dst = dst;
@@ -944,16 +983,19 @@ static void finish_storage(struct kv_sess *s)
 
 	s->state = KV_S_LINE;
 	if (s->dst[nval] != '\r' || s->dst[nval + 1] != '\n') {
-		/* Out of step: skip the rest of the line the block ended in, as memcached does. */
-		if (s->dst[nval + 1] != '\n')
-			s->state = KV_S_SWALLOW_LINE;
+		/*
+		 * The block was exactly <bytes> + 2 bytes, as memcached reads it too:
+		 * commands resume right after them, wherever that is. Skipping more
+		 * (say, to the next newline) could swallow a valid command.
+		 */
 		if (s->item)
 			kv_item_put(&ks->store, s->item);
 		if (s->fwd)
 			pend_free(s->fwd);
 		s->item = NULL;
 		s->fwd = NULL;
-		reply(s, "CLIENT_ERROR bad data chunk");
+		if (!s->cmd.noreply)
+			reply(s, "CLIENT_ERROR bad data chunk");
 		return;
 	}
 	if (s->item) {
@@ -979,7 +1021,8 @@ static void process_line(struct kv_sess *s, const char *line, size_t len)
 	uint64_t swallow;
 
 	if (kv_parse(line, len, &cmd, &err, &swallow)) {
-		reply(s, err);
+		if (err) /* NULL: sent with noreply */
+			reply(s, err);
 		if (swallow) {
 			s->swallow = swallow;
 			s->state = KV_S_SWALLOW;
@@ -1124,14 +1167,6 @@ size_t kv_sess_feed(struct kv_sess *s, const char *p, size_t n)
 			p += take;
 			n -= take;
 			if (!s->swallow)
-				s->state = KV_S_LINE;
-			break;
-		case KV_S_SWALLOW_LINE:
-			nl = memchr(p, '\n', n);
-			take = nl ? (size_t)(nl - p) + 1 : n;
-			p += take;
-			n -= take;
-			if (nl)
 				s->state = KV_S_LINE;
 			break;
 		case KV_S_GET_REST:

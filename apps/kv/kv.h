@@ -72,7 +72,7 @@ struct kv_io {
 #define KV_HELD_MAX (4u << 20)
 
 enum kv_pstate {
-	KV_S_LINE, KV_S_DATA, KV_S_SWALLOW, KV_S_SWALLOW_LINE,
+	KV_S_LINE, KV_S_DATA, KV_S_SWALLOW,
 	KV_S_GET_REST, /* a retrieval line stopped part way: its keys wait in `rest` */
 	KV_S_DONE,
 };

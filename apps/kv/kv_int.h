@@ -40,6 +40,8 @@ struct kv_snap {
 	uint64_t items_hash_buckets;
 	uint64_t loop_turns, msg_sent, msg_doorbells; /* the framework's view of this shard */
 	uint64_t stall_closed;
+	uint64_t bytes_read, bytes_written; /* from and to this shard's clients */
+	bool accepting;           /* taking new connections */
 };
 
 /* A request as the store sees it; forwarded ones travel inside a kv_pend. */

@@ -29,11 +29,16 @@ static bool tok_is(const char *tok, size_t n, const char *word)
 	return strlen(word) == n && !memcmp(tok, word, n);
 }
 
-static bool parse_u64(const char *p, size_t n, uint64_t *out)
+/*
+ * Numbers as memcached reads them (strtoul and friends): an optional sign, then
+ * digits; leading zeros are fine, a value past 64 bits is not. A token never
+ * holds spaces, so strtoul's leading-whitespace skip has nothing to match.
+ */
+static bool parse_digits(const char *p, size_t n, uint64_t *out)
 {
 	uint64_t v = 0;
 
-	if (n == 0 || n > 20)
+	if (n == 0)
 		return false;
 	for (size_t i = 0; i < n; i++) {
 		unsigned d = (unsigned)(p[i] - '0');
@@ -44,6 +49,14 @@ static bool parse_u64(const char *p, size_t n, uint64_t *out)
 	}
 	*out = v;
 	return true;
+}
+
+/* Unsigned: "+" allowed; any "-" refused (memcached lets "-0" through: a quirk not kept). */
+static bool parse_u64(const char *p, size_t n, uint64_t *out)
+{
+	if (n && *p == '+')
+		p++, n--;
+	return parse_digits(p, n, out);
 }
 
 static bool parse_u32(const char *p, size_t n, uint32_t *out)
@@ -61,9 +74,9 @@ static bool parse_i64(const char *p, size_t n, int64_t *out)
 	uint64_t v;
 	bool neg = n && *p == '-';
 
-	if (neg)
+	if (n && (*p == '-' || *p == '+'))
 		p++, n--;
-	if (!parse_u64(p, n, &v) || v > (uint64_t)INT64_MAX)
+	if (!parse_digits(p, n, &v) || v > (uint64_t)INT64_MAX)
 		return false;
 	*out = neg ? -(int64_t)v : (int64_t)v;
 	return true;
@@ -124,46 +137,72 @@ static const struct {
 	{ "quit", KV_C_QUIT },
 };
 
-/* An optional final "noreply"; anything else left on the line is an error. */
-static bool tail_noreply(struct toks *t, struct kv_cmd *cmd)
+/*
+ * A command line's tokens after the command word. More than KV_TOKS_MAX are not
+ * kept: no command other than a retrieval takes that many, and too many tokens
+ * is an "ERROR" whatever they are.
+ */
+#define KV_TOKS_MAX 7
+
+struct args {
+	const char *tok[KV_TOKS_MAX];
+	size_t n[KV_TOKS_MAX];
+	size_t count;             /* KV_TOKS_MAX + 1: more than fit */
+};
+
+static void split_args(struct toks *t, struct args *a)
 {
 	const char *tok;
 	size_t n;
 
-	if (!next_tok(t, &tok, &n))
-		return true;
-	if (!tok_is(tok, n, "noreply"))
-		return false;
-	cmd->noreply = true;
-	return !next_tok(t, &tok, &n);
+	a->count = 0;
+	while (next_tok(t, &tok, &n)) {
+		if (a->count == KV_TOKS_MAX) {
+			a->count++;
+			return;
+		}
+		a->tok[a->count] = tok;
+		a->n[a->count++] = n;
+	}
 }
 
-static int parse_storage(struct toks *t, struct kv_cmd *cmd, const char **err, uint64_t *swallow)
+static bool arg_is(const struct args *a, size_t i, const char *word)
 {
-	const char *tok[4];
-	size_t n[4];
-	bool key_ok;
+	return tok_is(a->tok[i], a->n[i], word);
+}
 
-	for (int i = 0; i < 4; i++)
-		if (!next_tok(t, &tok[i], &n[i]))
-			return *err = "ERROR", -1;
-	cmd->key = tok[0];
-	cmd->nkey = n[0];
-	key_ok = kv_key_ok(tok[0], n[0]);
-	if (!parse_u32(tok[1], n[1], &cmd->flags) || !parse_i64(tok[2], n[2], &cmd->exptime) ||
-	    !parse_u64(tok[3], n[3], &cmd->nval))
+/*
+ * memcached decides noreply before anything else on a line whose token count
+ * is right for the command: it is on when the last token is "noreply", and from
+ * then on even the command's own errors go unanswered. A token in the noreply
+ * place that is not "noreply" is ignored.
+ */
+static void take_noreply(const struct args *a, struct kv_cmd *cmd)
+{
+	cmd->noreply = a->count && arg_is(a, a->count - 1, "noreply");
+}
+
+/* <key> <flags> <exptime> <bytes> [<cas unique>] [noreply] */
+static int parse_storage(const struct args *a, struct kv_cmd *cmd, const char **err,
+			 uint64_t *swallow)
+{
+	size_t want = cmd->type == KV_C_CAS ? 5 : 4;
+
+	if (a->count != want && a->count != want + 1)
+		return *err = "ERROR", -1;
+	take_noreply(a, cmd);
+	cmd->key = a->tok[0];
+	cmd->nkey = a->n[0];
+	if (!parse_u32(a->tok[1], a->n[1], &cmd->flags) ||
+	    !parse_i64(a->tok[2], a->n[2], &cmd->exptime) ||
+	    !parse_u64(a->tok[3], a->n[3], &cmd->nval) ||
+	    (cmd->type == KV_C_CAS && !parse_u64(a->tok[4], a->n[4], &cmd->cas)))
 		return *err = E_FORMAT, -1;
-	if (cmd->type == KV_C_CAS) {
-		const char *c;
-		size_t cn;
-
-		if (!next_tok(t, &c, &cn))
-			return *err = "ERROR", -1;
-		if (!parse_u64(c, cn, &cmd->cas))
-			return *err = E_FORMAT, -1;
-	}
-	if (!key_ok || !tail_noreply(t, cmd)) {
-		/* The length is known: skip the data block too, so the next line is a command. */
+	if (!kv_key_ok(cmd->key, cmd->nkey)) {
+		/*
+		 * The length is known: skip the data block too, so it is not read as
+		 * commands. (memcached reads it as commands; it is the client's data.)
+		 */
 		if (cmd->nval <= UINT64_MAX - 2)
 			*swallow = cmd->nval + 2;
 		return *err = E_FORMAT, -1;
@@ -171,10 +210,21 @@ static int parse_storage(struct toks *t, struct kv_cmd *cmd, const char **err, u
 	return 0;
 }
 
-static int parse_key(struct toks *t, struct kv_cmd *cmd, const char **err)
+/* delete <key> [0] [noreply]: the "0" is tolerated for old clients, other times are not. */
+static int parse_delete(const struct args *a, struct kv_cmd *cmd, const char **err)
 {
-	if (!next_tok(t, &cmd->key, &cmd->nkey))
+	if (a->count < 1 || a->count > 3)
 		return *err = "ERROR", -1;
+	if (a->count > 1) {
+		bool zero = arg_is(a, 1, "0");
+
+		take_noreply(a, cmd);
+		if (!(a->count == 2 ? zero || cmd->noreply : zero && cmd->noreply))
+			return *err = "CLIENT_ERROR bad command line format.  "
+				      "Usage: delete <key> [noreply]", -1;
+	}
+	cmd->key = a->tok[0];
+	cmd->nkey = a->n[0];
 	if (!kv_key_ok(cmd->key, cmd->nkey))
 		return *err = E_FORMAT, -1;
 	return 0;
@@ -184,9 +234,11 @@ int kv_parse(const char *line, size_t len, struct kv_cmd *cmd, const char **err,
 	     uint64_t *swallow)
 {
 	struct toks t = { line, line + len };
+	struct args a;
 	const char *tok;
 	size_t n;
 	size_t i;
+	int ret;
 
 	*swallow = 0;
 	memset(cmd, 0, sizeof(*cmd));
@@ -222,91 +274,74 @@ int kv_parse(const char *line, size_t len, struct kv_cmd *cmd, const char **err,
 				return *err = "ERROR", -1;
 		}
 		return 0;
+	case KV_C_VERSION:
+	case KV_C_QUIT:
+		return 0; /* memcached ignores anything after these two */
+	default:
+		break;
+	}
+
+	split_args(&t, &a);
+	switch (cmd->type) {
 	case KV_C_SET:
 	case KV_C_ADD:
 	case KV_C_REPLACE:
 	case KV_C_APPEND:
 	case KV_C_PREPEND:
 	case KV_C_CAS:
-		return parse_storage(&t, cmd, err, swallow);
+		ret = parse_storage(&a, cmd, err, swallow);
+		break;
 	case KV_C_DELETE:
-		if (parse_key(&t, cmd, err))
-			return -1;
-		if (next_tok(&t, &tok, &n)) {
-			/* "delete <key> 0" is tolerated for old clients; other times are not */
-			if (tok_is(tok, n, "noreply")) {
-				cmd->noreply = true;
-				if (next_tok(&t, &tok, &n))
-					goto bad_delete;
-			} else if (tok_is(tok, n, "0")) {
-				if (!tail_noreply(&t, cmd))
-					goto bad_delete;
-			} else {
-				goto bad_delete;
-			}
-		}
-		return 0;
-bad_delete:
-		return *err = "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]",
-		       -1;
+		ret = parse_delete(&a, cmd, err);
+		break;
 	case KV_C_INCR:
 	case KV_C_DECR:
-		if (parse_key(&t, cmd, err))
-			return -1;
-		if (!next_tok(&t, &tok, &n))
-			return *err = "ERROR", -1;
-		if (!parse_u64(tok, n, &cmd->delta))
-			return *err = "CLIENT_ERROR invalid numeric delta argument", -1;
-		if (!tail_noreply(&t, cmd))
-			return *err = E_FORMAT, -1;
-		return 0;
 	case KV_C_TOUCH:
-		if (parse_key(&t, cmd, err))
-			return -1;
-		if (!next_tok(&t, &tok, &n))
+		/* <key> <delta or exptime> [noreply] */
+		if (a.count != 2 && a.count != 3)
 			return *err = "ERROR", -1;
-		if (!parse_i64(tok, n, &cmd->exptime))
-			return *err = "CLIENT_ERROR invalid exptime argument", -1;
-		if (!tail_noreply(&t, cmd))
-			return *err = E_FORMAT, -1;
-		return 0;
-	case KV_C_FLUSH_ALL: {
-		struct toks save = t;
-
-		if (next_tok(&t, &tok, &n) && !tok_is(tok, n, "noreply")) {
-			if (!parse_i64(tok, n, &cmd->delay))
-				return *err = E_FORMAT, -1;
-		} else {
-			t = save;
-		}
-		if (!tail_noreply(&t, cmd))
-			return *err = E_FORMAT, -1;
-		return 0;
-	}
+		take_noreply(&a, cmd);
+		cmd->key = a.tok[0];
+		cmd->nkey = a.n[0];
+		if (!kv_key_ok(cmd->key, cmd->nkey))
+			ret = (*err = E_FORMAT, -1);
+		else if (cmd->type == KV_C_TOUCH)
+			ret = parse_i64(a.tok[1], a.n[1], &cmd->exptime) ? 0 :
+			      (*err = "CLIENT_ERROR invalid exptime argument", -1);
+		else
+			ret = parse_u64(a.tok[1], a.n[1], &cmd->delta) ? 0 :
+			      (*err = "CLIENT_ERROR invalid numeric delta argument", -1);
+		break;
+	case KV_C_FLUSH_ALL:
+		/* [<delay or unix time>] [noreply]: a lone "noreply" is not a time. */
+		if (a.count > 2)
+			return *err = "ERROR", -1;
+		take_noreply(&a, cmd);
+		ret = 0;
+		if (a.count != (cmd->noreply ? 1u : 0u) && !parse_i64(a.tok[0], a.n[0], &cmd->delay))
+			ret = (*err = "CLIENT_ERROR invalid exptime argument", -1);
+		break;
 	case KV_C_VERBOSITY: {
-		/* As memcached: one or two tokens, the level unchecked, a last "noreply" honoured. */
-		const char *t2;
-		size_t n2;
+		/* <level> [noreply]; there are no levels to set, but the level must be a number. */
+		uint64_t level;
 
-		if (!next_tok(&t, &tok, &n))
+		if (a.count != 1 && a.count != 2)
 			return *err = "ERROR", -1;
-		if (next_tok(&t, &t2, &n2)) {
-			if (next_tok(&t, &tok, &n))
-				return *err = "ERROR", -1;
-			tok = t2;
-			n = n2;
-		}
-		cmd->noreply = tok_is(tok, n, "noreply");
-		return 0;
+		take_noreply(&a, cmd);
+		ret = 0;
+		if (!(a.count == 1 && cmd->noreply) && !parse_u64(a.tok[0], a.n[0], &level))
+			ret = (*err = E_FORMAT, -1);
+		break;
 	}
-	case KV_C_VERSION:
-	case KV_C_QUIT:
-		return 0; /* memcached ignores anything after these two */
 	case KV_C_STATS:
 		/* Only the general statistics; "stats <group>" is not offered. */
-		if (next_tok(&t, &tok, &n))
+		if (a.count)
 			return *err = "ERROR", -1;
 		return 0;
+	default:
+		return *err = "ERROR", -1;
 	}
-	return *err = "ERROR", -1;
+	if (ret && cmd->noreply)
+		*err = NULL; /* the command was sent with noreply: its errors too go unanswered */
+	return ret;
 }

@@ -34,16 +34,19 @@ struct kv_cmd {
 	uint64_t nval;           /* storage: declared data bytes */
 	uint64_t cas;
 	uint64_t delta;          /* incr/decr */
-	int64_t delay;           /* flush_all; 0 or less = now */
+	int64_t delay;           /* flush_all, as sent: 0 or less = now, else as an exptime */
 	bool noreply;
 };
 
 /*
  * Parse one command line (without "\n"; a trailing "\r" is ignored). Returns 0
  * with *cmd filled, or -1 with *err set to the whole reply line to send
- * ("ERROR", "CLIENT_ERROR ..."). When a storage command is rejected after its
- * data length was read, *swallow is set to the bytes of data block to skip
- * (length + 2) so the connection stays in sync; otherwise it is 0.
+ * ("ERROR", "CLIENT_ERROR ..."), or to NULL when the line asked for noreply:
+ * as in memcached, a line with the right number of tokens whose last one is
+ * "noreply" gets no reply at all, also not for its errors. When a storage
+ * command with an invalid key is rejected after its data length was read,
+ * *swallow is set to the bytes of data block to skip (length + 2) so the
+ * connection stays in sync; otherwise it is 0.
  */
 int kv_parse(const char *line, size_t len, struct kv_cmd *cmd, const char **err,
 	     uint64_t *swallow);

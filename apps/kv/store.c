@@ -192,8 +192,9 @@ static void tick(struct kv_store *s, int64_t now)
 	}
 }
 
-static struct kv_item *find(struct kv_store *s, const char *key, size_t nkey, uint64_t hash,
-			    int64_t now)
+/* The live item under key, or NULL; an expired one found is removed (and *expired set). */
+static struct kv_item *lookup(struct kv_store *s, const char *key, size_t nkey, uint64_t hash,
+			      int64_t now, bool *expired)
 {
 	struct kv_item *it;
 
@@ -202,12 +203,21 @@ static struct kv_item *find(struct kv_store *s, const char *key, size_t nkey, ui
 		if (it->hash == hash && it->nkey == nkey && !memcmp(it->data, key, nkey)) {
 			if (is_dead(it, now)) {
 				unlink_item(s, it);
+				*expired = true;
 				return NULL;
 			}
 			return it;
 		}
 	}
 	return NULL;
+}
+
+static struct kv_item *find(struct kv_store *s, const char *key, size_t nkey, uint64_t hash,
+			    int64_t now)
+{
+	bool expired;
+
+	return lookup(s, key, nkey, hash, now, &expired);
 }
 
 struct kv_item *kv_item_alloc(struct kv_store *s, const char *key, size_t nkey, uint64_t hash,
@@ -259,13 +269,16 @@ struct kv_item *kv_item_alloc(struct kv_store *s, const char *key, size_t nkey, 
 struct kv_item *kv_store_get(struct kv_store *s, const char *key, size_t nkey, uint64_t hash,
 			     int64_t now, bool touch, int64_t exptime)
 {
-	struct kv_item *it = find(s, key, nkey, hash, now);
+	bool expired = false;
+	struct kv_item *it = lookup(s, key, nkey, hash, now, &expired);
 
 	s->st.cmd_get++;
 	if (touch)
 		s->st.cmd_touch++;
 	if (!it) {
 		s->st.get_misses++;
+		if (expired)
+			s->st.get_expired++;
 		if (touch)
 			s->st.touch_misses++;
 		return NULL;
@@ -388,20 +401,40 @@ enum kv_status kv_store_touch(struct kv_store *s, const char *key, size_t nkey, 
 	return KV_TOUCHED;
 }
 
-/* The value as an unsigned 64-bit decimal: digits only, at most 20 of them, no overflow. */
+static bool is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+
+/*
+ * The value as a counter, read the way memcached reads it (strtoull, base 10):
+ * optional leading whitespace, an optional "+", then digits (any number of
+ * leading zeros) that fit in 64 bits, followed by whitespace or the end of the
+ * value; what comes after that whitespace is not looked at. Two differences,
+ * both memcached bugs: a value that is all whitespace is not numeric here
+ * (strtoull runs on past the value into whatever memory follows), and no "-"
+ * is accepted (memcached takes "-0" and large negative numbers wrap around).
+ */
 static bool parse_counter(const char *p, uint32_t n, uint64_t *out)
 {
+	const char *end = p + n;
 	uint64_t v = 0;
 
-	if (n == 0 || n > 20)
+	while (p < end && is_space(*p))
+		p++;
+	if (p < end && *p == '+')
+		p++;
+	if (p == end || (unsigned)(*p - '0') > 9)
 		return false;
-	for (uint32_t i = 0; i < n; i++) {
-		unsigned d = (unsigned)(p[i] - '0');
+	for (; p < end && (unsigned)(*p - '0') <= 9; p++) {
+		unsigned d = (unsigned)(*p - '0');
 
-		if (d > 9 || v > (UINT64_MAX - d) / 10)
+		if (v > (UINT64_MAX - d) / 10)
 			return false;
 		v = v * 10 + d;
 	}
+	if (p < end && !is_space(*p))
+		return false;
 	*out = v;
 	return true;
 }
@@ -454,11 +487,11 @@ enum kv_status kv_store_incr(struct kv_store *s, const char *key, size_t nkey, u
 	return KV_STORED;
 }
 
-void kv_store_flush(struct kv_store *s, int64_t delay, int64_t now)
+void kv_store_flush(struct kv_store *s, int64_t at, int64_t now)
 {
 	s->st.cmd_flush++;
-	if (delay > 0) {
-		s->flush_at = now + delay;
+	if (at > now) {
+		s->flush_at = at; /* replaces a pending one, as in memcached */
 		return;
 	}
 	s->flush_at = 0;

@@ -53,7 +53,13 @@ struct kv_store_stats {
 	uint64_t evictions;      /* live items dropped to make room */
 	uint64_t reclaimed;      /* expired items whose memory was reused */
 	uint64_t expired_unfetched;
-	uint64_t cmd_get, get_hits, get_misses, get_expired, get_flushed;
+	uint64_t cmd_get, get_hits, get_misses;
+	uint64_t get_expired;    /* retrievals that found their item expired (and removed it) */
+	/*
+	 * Retrievals that found their item flushed: flush_all removes items at
+	 * once (memcached marks them and lets lookups find them), so it stays 0.
+	 */
+	uint64_t get_flushed;
 	uint64_t cmd_set, cmd_touch, cmd_flush;
 	uint64_t delete_hits, delete_misses;
 	uint64_t incr_hits, incr_misses, decr_hits, decr_misses;
@@ -140,8 +146,8 @@ enum kv_status kv_store_touch(struct kv_store *s, const char *key, size_t nkey, 
 enum kv_status kv_store_incr(struct kv_store *s, const char *key, size_t nkey, uint64_t hash,
 			     bool incr, uint64_t delta, int64_t now, uint64_t *out);
 
-/* flush_all: drop every item now (delay 0) or at now + delay seconds. */
-void kv_store_flush(struct kv_store *s, int64_t delay, int64_t now);
+/* flush_all: drop every item now, or at unix time `at` if that is later than now. */
+void kv_store_flush(struct kv_store *s, int64_t at, int64_t now);
 
 /* Bytes an item with this key and value length is charged. */
 size_t kv_item_size(size_t nkey, size_t nval);

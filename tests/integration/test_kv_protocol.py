@@ -62,6 +62,8 @@ def session(svc):
     # bad data blocks keep the stream in step
     c.send(b"set a 0 0 3\r\nabcdef\r\nget a\r\n")
     check(c.line() == b"CLIENT_ERROR bad data chunk", "long data block")
+    # the block is the declared 3 bytes + 2: what follows ("f") is the next command
+    check(c.line() == b"ERROR", "the rest read as a command")
     check(c.read_values() == [], "in step after a long block")
     c.send(b"set a 0 0 -1\r\n")
     check(c.line() == b"CLIENT_ERROR bad command line format", "negative length")

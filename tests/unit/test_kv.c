@@ -168,6 +168,39 @@ START_TEST(test_incr_decr)
 }
 END_TEST
 
+#define NON_NUMERIC "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+
+/* What counts as a number to incr/decr: what memcached's strtoull takes, within the value. */
+START_TEST(test_incr_number_forms)
+{
+	expect("set n 0 0 3\r\n 12\r\nincr n 1\r\n", "STORED\r\n13\r\n");
+	expect("get n\r\n", "VALUE n 0 2\r\n13\r\nEND\r\n"); /* no padding, see docs/KV.md */
+	expect("set n 0 0 3\r\n12 \r\nincr n 1\r\n", "STORED\r\n13\r\n");
+	expect("set n 0 0 4\r\n100 \r\ndecr n 1\r\n", "STORED\r\n99\r\n");
+	expect("set n 0 0 21\r\n000000000000000000001\r\nincr n 1\r\n", "STORED\r\n2\r\n");
+	expect("set n 0 0 25\r\n0000000000000000000000012\r\ndecr n 1\r\n", "STORED\r\n11\r\n");
+	expect("set n 0 0 3\r\n+12\r\nincr n 1\r\n", "STORED\r\n13\r\n");
+	expect("set n 0 0 4\r\n\t\v12\r\nincr n 1\r\n", "STORED\r\n13\r\n");
+	expect("set n 0 0 3\r\n12\t\r\nincr n 1\r\n", "STORED\r\n13\r\n");
+	/* after the digits and a space, the rest is not looked at */
+	expect("set n 0 0 6\r\n12 abc\r\nincr n 1\r\n", "STORED\r\n13\r\n");
+	expect("set n 0 0 21\r\n18446744073709551615 \r\nincr n 1\r\n", "STORED\r\n0\r\n");
+	/* everything else is not a number */
+	expect("set n 0 0 20\r\n18446744073709551616\r\nincr n 1\r\n", "STORED\r\n" NON_NUMERIC);
+	expect("set n 0 0 3\r\n12a\r\nincr n 1\r\n", "STORED\r\n" NON_NUMERIC);
+	expect("set n 0 0 3\r\n0x1\r\nincr n 1\r\n", "STORED\r\n" NON_NUMERIC);
+	expect("set n 0 0 3\r\n+ 1\r\nincr n 1\r\n", "STORED\r\n" NON_NUMERIC);
+	expect("set n 0 0 0\r\n\r\nincr n 1\r\n", "STORED\r\n" NON_NUMERIC);
+	/* all blanks: memcached reads on past the value here; the value alone is no number */
+	expect("set n 0 0 2\r\n  \r\nincr n 1\r\n", "STORED\r\n" NON_NUMERIC);
+	/* no sign but "+": memcached lets "-0" through, a quirk not kept */
+	expect("set n 0 0 2\r\n-0\r\ndecr n 1\r\n", "STORED\r\n" NON_NUMERIC);
+	/* the delta is read the same way as other numbers on the line */
+	expect("set n 0 0 2\r\n12\r\nincr n +5\r\n", "STORED\r\n17\r\n");
+	expect("incr n 5x\r\n", "CLIENT_ERROR invalid numeric delta argument\r\n");
+}
+END_TEST
+
 START_TEST(test_expiry)
 {
 	char req[64];
@@ -215,7 +248,44 @@ START_TEST(test_flush_all)
 	expect("flush_all noreply\r\n", "");
 	expect("flush_all 0 noreply\r\n", "");
 	expect("flush_all -1\r\n", "OK\r\n");
-	expect("flush_all x\r\n", "CLIENT_ERROR bad command line format\r\n");
+	expect("flush_all x\r\n", "CLIENT_ERROR invalid exptime argument\r\n");
+}
+END_TEST
+
+/* The flush time reads like an item's expiry: past 30 days it is a unix time. */
+START_TEST(test_flush_all_times)
+{
+	char req[64];
+
+	expect("set f 0 0 1\r\nx\r\n", "STORED\r\n");
+	snprintf(req, sizeof(req), "flush_all %ld\r\n", (long)ks.now + 100);
+	expect(req, "OK\r\n");
+	ks.now += 99;
+	expect("get f\r\n", "VALUE f 0 1\r\nx\r\nEND\r\n");
+	ks.now += 1;
+	expect("get f\r\n", "END\r\n");
+	/* a unix time already past flushes now */
+	expect("set f 0 0 1\r\nx\r\n", "STORED\r\n");
+	snprintf(req, sizeof(req), "flush_all %ld noreply\r\n", (long)ks.now - 100);
+	expect(req, "");
+	expect("get f\r\n", "END\r\n");
+	/* exactly 30 days is still a delay */
+	expect("set f 0 0 1\r\nx\r\n", "STORED\r\n");
+	expect("flush_all 2592000\r\n", "OK\r\n");
+	ks.now += 2591999;
+	expect("get f\r\n", "VALUE f 0 1\r\nx\r\nEND\r\n");
+	/* a later flush_all replaces a pending one; 0, none and negative mean now */
+	expect("flush_all 0\r\n", "OK\r\n");
+	expect("get f\r\n", "END\r\n");
+	expect("set f 0 0 1\r\nx\r\nflush_all -5\r\nget f\r\n", "STORED\r\nOK\r\nEND\r\n");
+	expect("set f 0 0 1\r\nx\r\nflush_all\r\nget f\r\n", "STORED\r\nOK\r\nEND\r\n");
+	ck_assert_int_eq(ks.store.flush_at, 0);
+	/* the token after the time is the noreply place: anything else there is ignored */
+	expect("flush_all 0 x\r\n", "OK\r\n");
+	expect("flush_all +0\r\n", "OK\r\n");
+	expect("flush_all noreply 10\r\n", "CLIENT_ERROR invalid exptime argument\r\n");
+	expect("flush_all x noreply\r\n", "");
+	expect("flush_all 1 2 3\r\n", "ERROR\r\n");
 }
 END_TEST
 
@@ -272,17 +342,125 @@ START_TEST(test_bad_lengths)
 	expect("set a x 0 1\r\nx\r\n", "CLIENT_ERROR bad command line format\r\nERROR\r\n");
 	expect("set a 4294967296 0 1\r\n", "CLIENT_ERROR bad command line format\r\n");
 	expect("set a 0 0\r\n", "ERROR\r\n");
-	expect("set a 0 0 1 noreply extra\r\nx\r\n", "CLIENT_ERROR bad command line format\r\n");
-	/* data longer than declared: the rest of its line is skipped */
-	expect("set a 0 0 3\r\nabcdef\r\nget a\r\n", "CLIENT_ERROR bad data chunk\r\nEND\r\n");
-	/* shorter: the declared bytes run into the next line, which is lost with it */
-	expect("set a 0 0 5\r\nabc\r\nget a\r\nget a\r\n", "CLIENT_ERROR bad data chunk\r\nEND\r\n");
+	/* too many tokens: not a storage command at all, so its data is a command line */
+	expect("set a 0 0 1 noreply extra\r\nx\r\n", "ERROR\r\nERROR\r\n");
+	/* data longer than declared: commands resume right after <bytes> + 2 */
+	expect("set a 0 0 3\r\nabcdef\r\nget a\r\n",
+	       "CLIENT_ERROR bad data chunk\r\nERROR\r\nEND\r\n");
+	/* shorter: the declared bytes run into the next line */
+	expect("set a 0 0 5\r\nabc\r\nget a\r\nget a\r\n",
+	       "CLIENT_ERROR bad data chunk\r\nERROR\r\nEND\r\n");
 	/* missing terminator */
 	expect("set a 0 0 3\r\nabcXY", "CLIENT_ERROR bad data chunk\r\n");
-	expect("\r\nget a\r\n", "END\r\n");
+	expect("\r\nget a\r\n", "ERROR\r\nEND\r\n");
 	expect("set a 0 0 3\r\nabc\n\nget a\r\n", "CLIENT_ERROR bad data chunk\r\nEND\r\n");
-	expect("set a 0 0 3 noreply\r\nabcde\r\n", "CLIENT_ERROR bad data chunk\r\n");
 	expect("get a\r\n", "END\r\n");
+}
+END_TEST
+
+/*
+ * A data block is exactly <bytes> + 2 bytes, whatever they hold; not ending in
+ * "\r\n" makes it a bad chunk, and the next command starts right after it
+ * (memcached 1.6 does the same; each case here was checked against it).
+ */
+START_TEST(test_bad_chunk_resync)
+{
+	expect("set k 0 0 3\r\nabcX\r\nget k\r\n", "CLIENT_ERROR bad data chunk\r\nERROR\r\nEND\r\n");
+	expect("set k 0 0 3\r\nabc\rXget k\r\nget k\r\n",
+	       "CLIENT_ERROR bad data chunk\r\nEND\r\nEND\r\n");
+	expect("set k 0 0 3\r\nabc\nget k\r\n", "CLIENT_ERROR bad data chunk\r\nERROR\r\n");
+	expect("set k 0 0 3\r\nabc\n\rget k\r\n", "CLIENT_ERROR bad data chunk\r\nEND\r\n");
+	/* a block that is all command: it is data all the same, and the key stays unset */
+	expect("set k 0 0 7\r\nget k\r\n\r\nget k\r\n", "STORED\r\nVALUE k 0 7\r\nget k\r\n\r\nEND\r\n");
+	expect("delete k\r\n", "DELETED\r\n");
+	expect("set k 0 0 1\r\nxyzget k\r\n", "CLIENT_ERROR bad data chunk\r\nEND\r\n");
+	/* the same with the block fed in pieces */
+	feed("set k 0 0 4\r\nab");
+	feed("cd");
+	expect("\n\rget k\r\n", "CLIENT_ERROR bad data chunk\r\nEND\r\n");
+	/* a value too large is skipped whole, terminator or not, as memcached does */
+	cfg.max_value = 4;
+	expect("set k 0 0 5\r\nabcdeXYget k\r\n", "SERVER_ERROR object too large for cache\r\nEND\r\n");
+}
+END_TEST
+
+/* noreply silences every reply of a command once the line has it, errors included. */
+START_TEST(test_noreply_silences_errors)
+{
+	/* the data block's own errors */
+	expect("set k 0 0 3 noreply\r\nabcde\r\nget k\r\n", "ERROR\r\nEND\r\n");
+	expect("set k 0 0 3 noreply\r\nabcX\r\nget k\r\n", "ERROR\r\nEND\r\n");
+	cfg.max_value = 8;
+	expect("set k 0 0 9 noreply\r\n123456789\r\nget k\r\n", "END\r\n");
+	expect("append k 0 0 9 noreply\r\n123456789\r\n", "");
+	cfg.max_value = 1 << 20;
+	ks.store.limit = 200; /* an item of 300 bytes cannot be stored at all */
+	expect("set k 0 0 300\r\n", "SERVER_ERROR out of memory storing object\r\n");
+	for (int i = 0; i < 30; i++)
+		feed("0123456789");
+	expect("\r\nset k 0 0 300 noreply\r\n", "");
+	for (int i = 0; i < 30; i++)
+		feed("0123456789");
+	expect("\r\nget k\r\n", "END\r\n");
+	ks.store.limit = 1 << 20;
+	/* errors in the line itself, once its token count is right */
+	expect("set k x 0 1 noreply\r\nx\r\n", "ERROR\r\n");
+	expect("set k 0 0 noreply\r\n", "");
+	expect("set k 0 0 -1 noreply\r\n", "");
+	expect("cas k 0 0 1 noreply\r\nx\r\n", "ERROR\r\n");
+	expect("incr k x noreply\r\n", "");
+	expect("incr k noreply\r\n", "");
+	expect("touch k x noreply\r\n", "");
+	expect("delete k 5 noreply\r\n", "");
+	expect("delete k x noreply\r\n", "");
+	expect("verbosity x noreply\r\n", "");
+	/* a line that could not be parsed that far still gets its error */
+	expect("set k 0 0 1 noreply extra\r\nx\r\n", "ERROR\r\nERROR\r\n");
+	expect("incr k 1 2 noreply\r\n", "ERROR\r\n");
+	expect("delete k 0 noreply x\r\n", "ERROR\r\n");
+	/* a key that is "noreply" is just a key */
+	expect("delete noreply\r\n", "NOT_FOUND\r\n");
+	expect("get k\r\n", "END\r\n");
+}
+END_TEST
+
+/* Wrong token counts are "ERROR", as in memcached; bad tokens are CLIENT_ERROR. */
+START_TEST(test_token_counts)
+{
+	expect("cas k 0 0 abc\r\n", "ERROR\r\n");
+	expect("cas k 0 0\r\n", "ERROR\r\n");
+	expect("set k 0 0\r\n", "ERROR\r\n");
+	expect("add k 0 0\r\n", "ERROR\r\n");
+	expect("replace k 0 0\r\n", "ERROR\r\n");
+	expect("append k 0 0\r\n", "ERROR\r\n");
+	expect("prepend k 0 0\r\n", "ERROR\r\n");
+	expect("set k\r\n", "ERROR\r\n");
+	expect("set\r\n", "ERROR\r\n");
+	expect("set k 0 0 1 2 3 4 5\r\nx\r\n", "ERROR\r\nERROR\r\n");
+	expect("cas k 0 0 1 2 noreply extra\r\nx\r\n", "ERROR\r\nERROR\r\n");
+	/* the token in the noreply place is ignored when it is not "noreply" */
+	expect("set k 0 0 1 extra\r\nx\r\n", "STORED\r\n");
+	expect("cas k 0 0 1 2 3\r\nx\r\n", "EXISTS\r\n");
+	expect("incr k 1 x\r\n", NON_NUMERIC);
+	expect("touch k 1 x\r\n", "TOUCHED\r\n");
+	expect("incr k 1 2 3\r\n", "ERROR\r\n");
+	expect("touch k 1 2 3\r\n", "ERROR\r\n");
+	expect("delete k 1 2 3\r\n", "ERROR\r\n");
+	expect("delete k 0 x\r\n",
+	       "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n");
+	/* numbers: a "+" and leading zeros as strtol takes them */
+	expect("set k +0 0 00001\r\ny\r\nget k\r\n", "STORED\r\nVALUE k 0 1\r\ny\r\nEND\r\n");
+	/* verbosity: one level, which must be a number; no level is ERROR */
+	expect("verbosity\r\n", "ERROR\r\n");
+	expect("verbosity x\r\n", "CLIENT_ERROR bad command line format\r\n");
+	expect("verbosity -1\r\n", "CLIENT_ERROR bad command line format\r\n");
+	expect("verbosity x y\r\n", "CLIENT_ERROR bad command line format\r\n");
+	expect("verbosity noreply x\r\n", "CLIENT_ERROR bad command line format\r\n");
+	expect("verbosity 1 x\r\n", "OK\r\n");
+	expect("verbosity +1\r\n", "OK\r\n");
+	expect("verbosity 99999999999\r\n", "OK\r\n");
+	expect("verbosity noreply\r\n", "");
+	expect("verbosity 1 2 3\r\n", "ERROR\r\n");
 }
 END_TEST
 
@@ -453,7 +631,8 @@ START_TEST(test_every_boundary)
 	ck_assert_int_eq(closed, 1);
 	ck_assert_ptr_nonnull(strstr(whole, "VALUE a 1 6\r\n_abcde\r\nVALUE b 3 1\r\nB\r\nEND\r\n"));
 	ck_assert_ptr_nonnull(strstr(whole, "42\r\n0\r\nTOUCHED\r\n"));
-	ck_assert_ptr_nonnull(strstr(whole, "ERROR\r\nCLIENT_ERROR bad data chunk\r\n"
+	/* "xyz\r" is the block of "set x 0 0 2", and its "\n" an empty command line */
+	ck_assert_ptr_nonnull(strstr(whole, "ERROR\r\nCLIENT_ERROR bad data chunk\r\nERROR\r\n"
 					    "CLIENT_ERROR bad command line format\r\nOK\r\n"));
 	ck_assert_ptr_nonnull(strstr(whole, "STORED\r\nVALUE big 0 1980\r\n0123"));
 	ck_assert_msg(strlen(whole) > 9 && !strcmp(whole + strlen(whole) - 9, "OK\r\nEND\r\n"),
@@ -683,6 +862,74 @@ START_TEST(test_large_hit_in_pieces)
 }
 END_TEST
 
+/* The value of "STAT name " in the last stats reply, or NULL; *after* is where that line ends. */
+static const char *stat_val(const char *name, const char **after)
+{
+	char pat[64];
+	const char *p;
+
+	snprintf(pat, sizeof(pat), "\r\nSTAT %s ", name);
+	p = strstr(out.p, pat);
+	if (!p)
+		return NULL;
+	*after = strstr(p + 2, "\r\n");
+	return p + strlen(pat);
+}
+
+START_TEST(test_stats_fields)
+{
+	/* memcached's names, in memcached's order */
+	static const char *const order[] = {
+		"pid", "uptime", "time", "version", "pointer_size", "rusage_user", "rusage_system",
+		"curr_connections", "total_connections", "cmd_get", "cmd_set", "cmd_flush",
+		"cmd_touch", "get_hits", "get_misses", "get_expired", "get_flushed",
+		"delete_misses", "delete_hits", "incr_misses", "incr_hits", "decr_misses",
+		"decr_hits", "cas_misses", "cas_hits", "cas_badval", "touch_hits", "touch_misses",
+		"bytes_read", "bytes_written", "limit_maxbytes", "accepting_conns", "threads",
+		"bytes", "curr_items", "total_items", "evictions", "reclaimed",
+	};
+	const char *prev = NULL, *v, *end;
+	long sec, usec;
+	int used;
+
+	expect("set e 0 5 1\r\nx\r\nset f 0 0 1\r\ny\r\n", "STORED\r\nSTORED\r\n");
+	ks.now += 5;
+	expect("get e f\r\n", "VALUE f 0 1\r\ny\r\nEND\r\n");
+	expect("gat 0 e\r\n", "END\r\n"); /* already removed: a plain miss */
+	expect("set e 0 1 1\r\nx\r\n", "STORED\r\n");
+	ks.now += 1;
+	expect("gats 0 e\r\n", "END\r\n");
+	expect("touch f 1\r\n", "TOUCHED\r\n");
+	ks.now += 1;
+	expect("delete f\r\n", "NOT_FOUND\r\n"); /* not a retrieval: not counted */
+	out.len = 0;
+	feed("stats\r\n");
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+		v = stat_val(order[i], &end);
+		if (i == 0)
+			v = strstr(out.p, "STAT pid ") == out.p ? out.p + 9 : NULL;
+		ck_assert_msg(v, "no STAT %s", order[i]);
+		ck_assert_msg(!prev || v > prev, "STAT %s out of order", order[i]);
+		prev = v;
+	}
+	ck_assert(!strncmp(stat_val("get_expired", &end), "2\r\n", 3));
+	ck_assert(!strncmp(stat_val("get_flushed", &end), "0\r\n", 3));
+	ck_assert(!strncmp(stat_val("get_misses", &end), "3\r\n", 3));
+	/* no framework under this test: nothing read or written through sockets, accepting */
+	ck_assert(!strncmp(stat_val("bytes_read", &end), "0\r\n", 3));
+	ck_assert(!strncmp(stat_val("bytes_written", &end), "0\r\n", 3));
+	ck_assert(!strncmp(stat_val("accepting_conns", &end), "1\r\n", 3));
+	/* seconds.microseconds, six digits after the point */
+	v = stat_val("rusage_user", &end);
+	ck_assert_int_eq(sscanf(v, "%ld.%ld%n", &sec, &usec, &used), 2);
+	ck_assert_int_eq(end - v, used);
+	ck_assert_ptr_eq(strchr(v, '.') + 7, end);
+	v = stat_val("rusage_system", &end);
+	ck_assert_int_eq(sscanf(v, "%ld.%ld%n", &sec, &usec, &used), 2);
+	ck_assert_ptr_eq(strchr(v, '.') + 7, end);
+}
+END_TEST
+
 static Suite *kv_suite(void)
 {
 	Suite *s = suite_create("kv");
@@ -699,6 +946,10 @@ static Suite *kv_suite(void)
 	tcase_add_test(proto, test_incr_decr);
 	tcase_add_test(proto, test_expiry);
 	tcase_add_test(proto, test_flush_all);
+	tcase_add_test(proto, test_flush_all_times);
+	tcase_add_test(proto, test_incr_number_forms);
+	tcase_add_test(proto, test_token_counts);
+	tcase_add_test(proto, test_stats_fields);
 	tcase_add_test(proto, test_misc_commands);
 	tcase_add_test(proto, test_stops_when_full);
 	tcase_add_test(proto, test_large_hit_in_pieces);
@@ -707,6 +958,8 @@ static Suite *kv_suite(void)
 	tcase_add_checked_fixture(bad, setup, teardown);
 	tcase_add_test(bad, test_bad_keys);
 	tcase_add_test(bad, test_bad_lengths);
+	tcase_add_test(bad, test_bad_chunk_resync);
+	tcase_add_test(bad, test_noreply_silences_errors);
 	tcase_add_test(bad, test_value_limits);
 	tcase_add_test(bad, test_line_too_long);
 	tcase_add_test(bad, test_line_too_long_in_pieces);
