@@ -26,7 +26,8 @@ PORT=${PORT:-23411}
 cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DVQ_BENCH=ON -DVQ_TESTS=OFF >/dev/null
 cmake --build "$BUILD" -j2 --target veloq-kv kv_load >/dev/null
 LOAD=$BUILD/tests/bench/kv_load
-ulimit -n 8192 # the 1000-connection cell
+# The 1000-connection cell, and veloq-kv checks max_connections x shards fit.
+ulimit -n 16384 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 KV=$BUILD/apps/veloq-kv
 command -v memcached >/dev/null || { echo "memcached not installed (apt-get install memcached)" >&2; exit 1; }
 
