@@ -31,7 +31,9 @@ enum vq_opcode {
 /* Most buffers one READV/WRITEV carries (a chain through vq_buf.next). */
 #define VQ_IOV_MAX 16
 
-#define VQ_OPF_MULTISHOT (1u << 0) /* accept/recv: keep completing until error or cancel */
+/* accept/recv: keep completing until error or cancel; a pooled recv may also end
+ * with data (res > 0 without VQ_CQE_MORE: the driver's cap), to be re-armed */
+#define VQ_OPF_MULTISHOT (1u << 0)
 #define VQ_OPF_POOLED    (1u << 1) /* recv: the driver picks a buffer from the shard's pool */
 #define VQ_OPF_ALL       (1u << 2) /* send/write/writev: resume short transfers to the end */
 

@@ -68,10 +68,16 @@ static void arm_rx(struct vq_conn *c)
 	vq_op_prep(&c->rx, VQ_OP_RECV, c->fd, NULL, rx_done);
 	c->rx.flags = VQ_OPF_MULTISHOT | VQ_OPF_POOLED;
 	ret = vq_driver_submit(&c->shard->drv, &c->rx);
-	if (ret)
+	if (ret == -EBUSY) {
+		/* The SQ would not take it (a re-arm after the driver's recv cap can
+		 * meet a full queue): the timer tries again shortly. */
+		c->flags |= VQ_CONN_RXRETRY;
+		vq_timer_arm(c->shard, &c->idle, NS_PER_MS);
+	} else if (ret) {
 		vq_conn_abort(c, ret);
-	else
+	} else {
 		c->flags |= VQ_CONN_RX;
+	}
 }
 
 /* (Re)start reading unless something stops it: back-pressure, the app, the peer's EOF, closing. */
@@ -169,7 +175,7 @@ static void finish_close(struct vq_conn *c)
 	if (vq_driver_submit(&c->shard->drv, &c->rx)) {
 		/* The SQ would not take it; the idle timer retries shortly. */
 		c->flags |= VQ_CONN_REQUEUE;
-		vq_timer_arm(c->shard, &c->idle, 1000000);
+		vq_timer_arm(c->shard, &c->idle, NS_PER_MS);
 		return;
 	}
 	c->flags = (c->flags & ~VQ_CONN_REQUEUE) | VQ_CONN_CLOSED;
@@ -290,7 +296,7 @@ static void rx_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
 }
 
 /*
- * The connection's one timer: a close to retry, limits.idle_timeout and
+ * The connection's one timer: a close or a recv to retry, limits.idle_timeout and
  * limits.stall_timeout, whichever is due first.
  */
 static void idle_fired(struct vq_timer *t)
@@ -307,6 +313,10 @@ static void idle_fired(struct vq_timer *t)
 	}
 	if (c->flags & (VQ_CONN_ABORT | VQ_CONN_CLOSED))
 		return;
+	if (c->flags & VQ_CONN_RXRETRY) {
+		c->flags &= ~VQ_CONN_RXRETRY;
+		resume_rx(c); /* a recv the SQ would not take before */
+	}
 	/*
 	 * Work pending on our side (output not taken, replies owed, requests held
 	 * back) and nothing received and no send finished for the whole limit: the

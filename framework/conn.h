@@ -21,6 +21,7 @@ struct vq_shard;
 #define VQ_CONN_HELD    (1u << 7) /* reading stopped by the app: vq_conn_hold_input */
 #define VQ_CONN_REQUEUE (1u << 8) /* the close op found the SQ full: the timer retries it */
 #define VQ_CONN_MIDREQ  (1u << 9) /* the app holds part of a request: vq_conn_mid_request */
+#define VQ_CONN_RXRETRY (1u << 10) /* the recv found the SQ full: the timer re-arms it */
 
 /*
  * A TCP connection owned by one shard. The framework owns the read side (a

@@ -225,10 +225,8 @@ void vq_shard_turn(struct vq_shard *s, int64_t timeout_ns)
 	if (s->cfg_pub)
 		adopt_config(s);
 	run_ready(s);
-	/* Replies waiting for buffers first, then the kernel's ring for more input:
-	 * under pressure, finishing work comes before taking on more. */
-	vq_pool_run_waiters(&s->pool);
 	s->drv.ops->replenish(&s->drv);
+	vq_pool_run_waiters(&s->pool);
 	next = vq_timer_heap_next(&s->timers);
 	if (s->ready)
 		timeout_ns = 0;
