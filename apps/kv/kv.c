@@ -284,6 +284,9 @@ void kv_snapshot(struct kv_shard *ks, struct kv_snap *sn)
 	/* No framework shard under the unit tests (kv_shard_init with vs = NULL). */
 	sn->loop_turns = ks->vs ? ks->vs->st.iterations : 0;
 	sn->stall_closed = ks->vs ? ks->vs->st.stall_closed : 0;
+	sn->max_conns = ks->vs ? ks->vs->cfg->max_connections : 0;
+	sn->rejected = ks->vs ? ks->vs->st.rejected : 0;
+	sn->accept_errors = ks->vs ? ks->vs->st.accept_errors : 0;
 	sn->bytes_read = ks->vs ? ks->vs->st.bytes_in : 0;
 	sn->bytes_written = ks->vs ? ks->vs->st.bytes_out : 0;
 	/* As memcached's accepting_conns: not while stopping, nor at limits.max_connections. */
@@ -430,6 +433,8 @@ static void format_stats(struct sink *o, struct kv_sess *s, struct kv_snap *snap
 		sum.limit += snaps[i].limit;
 		sum.curr_conns += snaps[i].curr_conns;
 		sum.total_conns += snaps[i].total_conns;
+		sum.max_conns += snaps[i].max_conns;
+		sum.rejected += snaps[i].rejected;
 		sum.bytes_read += snaps[i].bytes_read;
 		sum.bytes_written += snaps[i].bytes_written;
 		sum.accepting = sum.accepting && snaps[i].accepting;
@@ -449,7 +454,9 @@ static void format_stats(struct sink *o, struct kv_sess *s, struct kv_snap *snap
 		     (long)ru.ru_stime.tv_usec);
 	kv_put(o, line, (size_t)n);
 	STAT("curr_connections", "%llu", (unsigned long long)sum.curr_conns);
+	STAT("max_connections", "%llu", (unsigned long long)sum.max_conns);
 	STAT("total_connections", "%llu", (unsigned long long)sum.total_conns);
+	STAT("rejected_connections", "%llu", (unsigned long long)sum.rejected);
 	STAT("cmd_get", "%llu", (unsigned long long)sum.st.cmd_get);
 	STAT("cmd_set", "%llu", (unsigned long long)sum.st.cmd_set);
 	STAT("cmd_flush", "%llu", (unsigned long long)sum.st.cmd_flush);
@@ -502,6 +509,7 @@ static void format_stats(struct sink *o, struct kv_sess *s, struct kv_snap *snap
 		SHARD_STAT("pool_waits", sn->pool_waits);
 		SHARD_STAT("pending_stops", sn->pending_stops);
 		SHARD_STAT("stall_closed", sn->stall_closed);
+		SHARD_STAT("accept_errors", sn->accept_errors);
 		SHARD_STAT("hash_buckets", sn->items_hash_buckets);
 		SHARD_STAT("loop_turns", sn->loop_turns);
 		SHARD_STAT("msg_sent", sn->msg_sent);

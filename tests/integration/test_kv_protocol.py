@@ -124,6 +124,20 @@ svc = kv_service(overrides={"shards.cpus": "0"})
 session(svc)
 svc.stop()
 
+# limits.max_connections in stats: the limit, and the connections it refused.
+svc = kv_service(overrides={"shards.cpus": "0", "limits.max_connections": "2"})
+first = Client(svc)
+extra = [svc.connect() for _ in range(3)]  # the second fits; the others are closed at once
+time.sleep(0.3)
+st = first.stats()
+check(st["max_connections"] == "2" and int(st["rejected_connections"]) == 2,
+      "max_connections %s, rejected_connections %s" %
+      (st["max_connections"], st["rejected_connections"]))
+for s in extra:
+    s.close()
+first.close()
+svc.stop()
+
 if shards_available():
     svc = kv_service(overrides={"shards.cpus": "0-1"})
     session(svc)

@@ -881,7 +881,8 @@ START_TEST(test_stats_fields)
 	/* memcached's names, in memcached's order */
 	static const char *const order[] = {
 		"pid", "uptime", "time", "version", "pointer_size", "rusage_user", "rusage_system",
-		"curr_connections", "total_connections", "cmd_get", "cmd_set", "cmd_flush",
+		"curr_connections", "max_connections", "total_connections", "rejected_connections",
+		"cmd_get", "cmd_set", "cmd_flush",
 		"cmd_touch", "get_hits", "get_misses", "get_expired", "get_flushed",
 		"delete_misses", "delete_hits", "incr_misses", "incr_hits", "decr_misses",
 		"decr_hits", "cas_misses", "cas_hits", "cas_badval", "touch_hits", "touch_misses",
