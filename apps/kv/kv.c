@@ -1158,6 +1158,13 @@ size_t kv_sess_feed(struct kv_sess *s, const char *p, size_t n)
 				n--;
 				s->nline = 0;
 				process_line(s, s->line, len);
+				/* Only a retrieval line grows it this far (its keys are copied
+				 * if it stops part way): not kept for the lines that follow. */
+				if (s->capline > KV_LINE_MAX * 32) {
+					free(s->line);
+					s->line = NULL;
+					s->capline = 0;
+				}
 			}
 			break;
 		case KV_S_DATA:
