@@ -271,32 +271,37 @@ void kv_exec(struct kv_shard *ks, struct kv_req *r)
 
 void kv_snapshot(struct kv_shard *ks, struct kv_snap *sn)
 {
-	sn->st = ks->store.st;
-	sn->limit = ks->store.limit;
-	sn->curr_conns = ks->curr_conns;
-	sn->total_conns = ks->total_conns;
-	sn->forwarded = ks->forwarded;
-	sn->served_remote = ks->served_remote;
-	sn->queue_waits = ks->queue_waits;
-	sn->pool_waits = ks->pool_waits;
-	sn->pending_stops = ks->pending_stops;
-	sn->items_hash_buckets = ks->store.mask + 1;
+	const struct vq_shard *vs = ks->vs;
+
+	*sn = (struct kv_snap){
+		.st = ks->store.st,
+		.limit = ks->store.limit,
+		.curr_conns = ks->curr_conns,
+		.total_conns = ks->total_conns,
+		.forwarded = ks->forwarded,
+		.served_remote = ks->served_remote,
+		.queue_waits = ks->queue_waits,
+		.pool_waits = ks->pool_waits,
+		.pending_stops = ks->pending_stops,
+		.items_hash_buckets = ks->store.mask + 1,
+		.accepting = true,
+	};
 	/* No framework shard under the unit tests (kv_shard_init with vs = NULL). */
-	sn->loop_turns = ks->vs ? ks->vs->st.iterations : 0;
-	sn->stall_closed = ks->vs ? ks->vs->st.stall_closed : 0;
-	sn->max_conns = ks->vs ? ks->vs->cfg->max_connections : 0;
-	sn->rejected = ks->vs ? ks->vs->st.rejected : 0;
-	sn->accept_errors = ks->vs ? ks->vs->st.accept_errors : 0;
-	sn->bytes_read = ks->vs ? ks->vs->st.bytes_in : 0;
-	sn->bytes_written = ks->vs ? ks->vs->st.bytes_out : 0;
+	if (!vs)
+		return;
+	sn->loop_turns = vs->st.iterations;
+	sn->stall_closed = vs->st.stall_closed;
+	sn->max_conns = vs->cfg->max_connections;
+	sn->rejected = vs->st.rejected;
+	sn->accept_errors = vs->st.accept_errors;
+	sn->bytes_read = vs->st.bytes_in;
+	sn->bytes_written = vs->st.bytes_out;
 	/* As memcached's accepting_conns: not while stopping, nor at limits.max_connections. */
-	sn->accepting = !ks->vs || (ks->vs->state == VQ_SHARD_RUNNING &&
-				    ks->vs->nconns < ks->vs->cfg->max_connections);
-	sn->msg_sent = sn->msg_doorbells = 0;
-	for (unsigned to = 0; ks->vs && ks->vs->mesh && to < ks->nshards; to++) {
+	sn->accepting = vs->state == VQ_SHARD_RUNNING && vs->nconns < vs->cfg->max_connections;
+	for (unsigned to = 0; vs->mesh && to < ks->nshards; to++) {
 		struct vq_msg_pair_stats ps;
 
-		vq_mesh_pair_stats(ks->vs->mesh, ks->id, to, &ps);
+		vq_mesh_pair_stats(vs->mesh, ks->id, to, &ps);
 		sn->msg_sent += ps.sent;
 		sn->msg_doorbells += ps.doorbells;
 	}
