@@ -61,6 +61,13 @@ static void watch_stall(struct vq_conn *c)
 		vq_timer_arm(s, &c->idle, stall);
 }
 
+/* An op the SQ would not take (flag says which): the connection's timer retries it in 1 ms. */
+static void retry_soon(struct vq_conn *c, uint32_t flag)
+{
+	c->flags |= flag;
+	vq_timer_arm(c->shard, &c->idle, NS_PER_MS);
+}
+
 static void arm_rx(struct vq_conn *c)
 {
 	int ret;
@@ -69,10 +76,8 @@ static void arm_rx(struct vq_conn *c)
 	c->rx.flags = VQ_OPF_MULTISHOT | VQ_OPF_POOLED;
 	ret = vq_driver_submit(&c->shard->drv, &c->rx);
 	if (ret == -EBUSY) {
-		/* The SQ would not take it (a re-arm after the driver's recv cap can
-		 * meet a full queue): the timer tries again shortly. */
-		c->flags |= VQ_CONN_RXRETRY;
-		vq_timer_arm(c->shard, &c->idle, NS_PER_MS);
+		/* A re-arm after the driver's recv cap can meet a full queue. */
+		retry_soon(c, VQ_CONN_RXRETRY);
 	} else if (ret) {
 		vq_conn_abort(c, ret);
 	} else {
@@ -173,9 +178,7 @@ static void finish_close(struct vq_conn *c)
 	drop_queue(&c->out);
 	vq_op_prep(&c->rx, VQ_OP_CLOSE, c->fd, NULL, close_done);
 	if (vq_driver_submit(&c->shard->drv, &c->rx)) {
-		/* The SQ would not take it; the idle timer retries shortly. */
-		c->flags |= VQ_CONN_REQUEUE;
-		vq_timer_arm(c->shard, &c->idle, NS_PER_MS);
+		retry_soon(c, VQ_CONN_REQUEUE);
 		return;
 	}
 	c->flags = (c->flags & ~VQ_CONN_REQUEUE) | VQ_CONN_CLOSED;

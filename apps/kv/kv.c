@@ -209,6 +209,13 @@ static void reply(struct kv_sess *s, const char *line)
 	kv_put(&o, "\r\n", 2);
 }
 
+/* The reply to a parsed command: none at all when it asked for noreply, errors included. */
+static void reply_to(struct kv_sess *s, const struct kv_cmd *cmd, const char *line)
+{
+	if (!cmd->noreply)
+		reply(s, line);
+}
+
 /* ---- executing requests on the owner ---- */
 
 static const enum kv_store_op store_ops[] = {
@@ -852,8 +859,7 @@ static void do_key(struct kv_sess *s, const struct kv_cmd *cmd)
 		struct kv_pend *pd = pend_new(s);
 
 		if (!pd) {
-			if (!cmd->noreply)
-				reply(s, "SERVER_ERROR out of memory");
+			reply_to(s, cmd, "SERVER_ERROR out of memory");
 			return;
 		}
 		pd->dst = dst;
@@ -917,8 +923,8 @@ static void do_all_shards(struct kv_sess *s, const struct kv_cmd *cmd)
 		sum->done = true;
 		kv_queue(s, sum);
 		kv_flush(s);
-	} else if (!cmd->noreply) {
-		reply(s, "OK");
+	} else {
+		reply_to(s, cmd, "OK");
 	}
 }
 
@@ -940,8 +946,7 @@ static void start_storage(struct kv_sess *s, const struct kv_cmd *cmd)
 	int64_t exptime;
 
 	if (cmd->nval > ks->cfg->max_value) {
-		if (!cmd->noreply)
-			reply(s, "SERVER_ERROR object too large for cache");
+		reply_to(s, cmd, "SERVER_ERROR object too large for cache");
 		drop_stale(s, cmd);
 		goto swallow;
 	}
@@ -954,8 +959,7 @@ static void start_storage(struct kv_sess *s, const struct kv_cmd *cmd)
 		s->item = kv_item_alloc(&ks->store, cmd->key, cmd->nkey, hash, cmd->flags, exptime,
 					(uint32_t)cmd->nval);
 		if (!s->item) {
-			if (!cmd->noreply)
-				reply(s, "SERVER_ERROR out of memory storing object");
+			reply_to(s, cmd, "SERVER_ERROR out of memory storing object");
 			drop_stale(s, cmd);
 			goto swallow;
 		}
@@ -967,8 +971,7 @@ static void start_storage(struct kv_sess *s, const struct kv_cmd *cmd)
 		if (!pd || !val) {
 			free(pd);
 			free(val);
-			if (!cmd->noreply)
-				reply(s, "SERVER_ERROR out of memory storing object");
+			reply_to(s, cmd, "SERVER_ERROR out of memory storing object");
 			goto swallow;
 		}
 		pd->dst = dst;
@@ -1007,8 +1010,7 @@ static void finish_storage(struct kv_sess *s)
 			pend_free(s->fwd);
 		s->item = NULL;
 		s->fwd = NULL;
-		if (!s->cmd.noreply)
-			reply(s, "CLIENT_ERROR bad data chunk");
+		reply_to(s, &s->cmd, "CLIENT_ERROR bad data chunk");
 		return;
 	}
 	if (s->item) {
@@ -1071,8 +1073,7 @@ static void process_line(struct kv_sess *s, const char *line, size_t len)
 		reply(s, "VERSION " KV_VERSION);
 		break;
 	case KV_C_VERBOSITY:
-		if (!cmd.noreply)
-			reply(s, "OK");
+		reply_to(s, &cmd, "OK");
 		break;
 	case KV_C_QUIT:
 		s->closing = true;
