@@ -91,6 +91,16 @@ static inline struct vq_buf *vq_pool_buf(struct vq_pool *p, uint32_t index)
 	return &p->bufs[index];
 }
 
+/*
+ * The pool runs short: its users (input queues, replies) hold more buffers than
+ * are left free. Connections then queue no output ahead and, where recvs are
+ * not bounded by the driver, receive one buffer at a time.
+ */
+static inline bool vq_pool_short(const struct vq_pool *p)
+{
+	return p->st.user > p->st.free;
+}
+
 /* The shard id this thread runs, for home checks; -1 outside shards. */
 void vq_buf_set_thread_home(int home);
 int vq_buf_thread_home(void);

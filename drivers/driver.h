@@ -18,6 +18,7 @@ struct vq_driver_params {
 };
 
 #define VQ_DRV_RECV_BUNDLE (1u << 0) /* uring, 6.10+: one recv CQE may fill several buffers */
+#define VQ_DRV_NO_RECV_CAP (1u << 1) /* uring: leave the 6.17 recv byte cap unused, as on older kernels */
 
 struct vq_driver_stats {
 	uint64_t submitted;      /* ops started */
@@ -73,6 +74,13 @@ struct vq_driver {
 	uint32_t internal;       /* of which the driver's own (e.g. the wake listener) */
 	struct vq_driver_stats st;
 	uint32_t zc_min;         /* SEND_ZC below this many bytes is a plain send */
+	/*
+	 * A multishot pooled recv hands over a few buffers at most before the owner
+	 * sees them (epoll reads a bounded batch; uring with the 6.17 byte cap ends
+	 * and is re-armed). If false it may empty a socket's whole backlog into
+	 * pool buffers before a cancel can land.
+	 */
+	bool recv_bounded;
 	char features[160];      /* one line for the start-up log */
 	void *impl;
 	/*

@@ -448,16 +448,6 @@ static void handle_multishot(struct vq_driver *d, struct vq_op *op, struct io_ur
 {
 	bool more = cqe->flags & IORING_CQE_F_MORE;
 
-	if (res == -ENOBUFS && op->opcode == VQ_OP_RECV) {
-		/* A cancelled recv that ran dry has simply ended: report it as cancelled. */
-		if (op->cancelled) {
-			finish(d, op, -ECANCELED);
-			return;
-		}
-		/* The provided ring ran dry: park until replenish() has buffers again. */
-		park(d, op);
-		return;
-	}
 	if (!more && b && !op->cancelled) {
 		/* A recv ended with data (its byte cap, a CQ overflow): its last completion
 		 * carries the buffer, and the owner re-arms if it still reads. */
@@ -625,6 +615,15 @@ static void handle_cqe(struct vq_driver *d, struct io_uring_cqe *cqe)
 	if (op->opcode == VQ_OP_RECV && op->flags & VQ_OPF_POOLED) {
 		struct vq_buf *b = selected_buf(d, op, cqe, &res);
 
+		if (res == -ENOBUFS) {
+			/* The provided ring ran dry: park until replenish() has buffers
+			 * again. A cancelled recv has simply ended. */
+			if (op->cancelled)
+				finish(d, op, -ECANCELED);
+			else
+				park(d, op);
+			return;
+		}
 		if (op->flags & VQ_OPF_MULTISHOT) {
 			handle_multishot(d, op, cqe, res, b);
 			return;
@@ -942,7 +941,9 @@ static int uring_init(struct vq_driver *d, const struct vq_driver_params *params
 	u->br_entries = params->provided;
 	u->bundle = params->flags & VQ_DRV_RECV_BUNDLE &&
 		    u->ring_features & IORING_FEAT_RECVSEND_BUNDLE;
-	u->recv_cap = probe_recv_cap(u);
+	bool has_cap = probe_recv_cap(u);
+	u->recv_cap = has_cap && !(params->flags & VQ_DRV_NO_RECV_CAP);
+	d->recv_bounded = u->recv_cap;
 	/* The registered ring fd saves an fget/fput on every enter (5.18+); optional. */
 	bool reg_fd = io_uring_register_ring_fd(&u->ring) == 1;
 	probe = io_uring_get_probe_ring(&u->ring);
@@ -956,7 +957,7 @@ static int uring_init(struct vq_driver *d, const struct vq_driver_params *params
 		 probe && io_uring_opcode_supported(probe, IORING_OP_SEND_ZC) ? " send_zc" : "",
 		 u->bundle ? " recv_bundle" :
 		 u->ring_features & IORING_FEAT_RECVSEND_BUNDLE ? " recv_bundle(off)" : "",
-		 u->recv_cap ? " recv_cap" : "",
+		 u->recv_cap ? " recv_cap" : has_cap ? " recv_cap(off)" : "",
 		 probe_incremental(u) ? " pbuf_inc(unused)" : "");
 	if (probe)
 		io_uring_free_probe(probe);

@@ -67,6 +67,8 @@ static const struct vq_cfg_key framework_keys[] = {
 	    "zero-copy sends (send_zc) for buffers of at least this size; below, plain send"),
 	KEY("io", "recv_bundle", VQ_CFG_BOOL, recv_bundle, "no", 0, 0, false,
 	    "io_uring 6.10+: let one receive fill several buffers (see docs/BENCHMARKS.md)"),
+	KEY("io", "recv_cap", VQ_CFG_BOOL, recv_cap, "yes", 0, 0, false,
+	    "io_uring 6.17+: end each multishot receive after 4 buffers (no: as older kernels)"),
 	KEY("io", "msg_poll_us", VQ_CFG_U64, msg_poll_us, "20", 0, 10000, false,
 	    "microseconds a shard keeps polling its message rings before it sleeps"),
 	KEY("limits", "max_connections", VQ_CFG_U64, max_connections, "4096", 1, 1 << 24, true,

@@ -71,6 +71,7 @@ struct vq_config {
 	int driver;               /* enum vq_driver_choice */
 	uint64_t zc_min;
 	bool recv_bundle;
+	bool recv_cap;
 	uint64_t msg_poll_us;
 	uint64_t max_connections;
 	uint64_t max_input;

@@ -42,7 +42,7 @@ static size_t output_limit(const struct vq_conn *c)
 	const struct vq_pool *p = &c->shard->pool;
 	size_t limit = c->shard->cfg->max_output, share = (size_t)p->st.free * p->size / 8;
 
-	if (p->st.user > p->st.free)
+	if (vq_pool_short(p))
 		return 0;
 	return limit < share ? limit : share;
 }
@@ -68,12 +68,23 @@ static void retry_soon(struct vq_conn *c, uint32_t flag)
 	vq_timer_arm(c->shard, &c->idle, NS_PER_MS);
 }
 
+/*
+ * A multishot recv unless the driver cannot bound one (io_uring before 6.17)
+ * and the pool runs short: such a recv would move a peer's whole backlog into
+ * pool buffers before the connection could stop reading. One buffer per recv
+ * costs a submit per buffer, so only while buffers are scarce.
+ */
+static bool rx_one_at_a_time(const struct vq_conn *c)
+{
+	return !c->shard->drv.recv_bounded && vq_pool_short(&c->shard->pool);
+}
+
 static void arm_rx(struct vq_conn *c)
 {
 	int ret;
 
 	vq_op_prep(&c->rx, VQ_OP_RECV, c->fd, NULL, rx_done);
-	c->rx.flags = VQ_OPF_MULTISHOT | VQ_OPF_POOLED;
+	c->rx.flags = VQ_OPF_POOLED | (rx_one_at_a_time(c) ? 0 : VQ_OPF_MULTISHOT);
 	ret = vq_driver_submit(&c->shard->drv, &c->rx);
 	if (ret == -EBUSY) {
 		/* A re-arm after the driver's recv cap can meet a full queue. */
@@ -258,15 +269,18 @@ static void rx_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
 			deliver = true;
 		}
 	}
-	if (!(flags & VQ_CQE_MORE)) {
+	if (flags & VQ_CQE_MORE) {
+		if (rx_one_at_a_time(c))
+			stop_rx(c); /* the pool ran short: re-armed one buffer at a time */
+	} else {
 		c->flags &= ~VQ_CONN_RX;
 		if (res == 0 && !(c->flags & VQ_CONN_EOF)) {
 			c->flags |= VQ_CONN_EOF;
 			deliver = true;
 		} else if (res == -ECANCELED || res > 0) {
 			/* Paused, held, closing, or resumed before the cancel landed; or
-			 * the recv took its fill (the driver's cap): read on unless stopped
-			 * by the time this input is handled. */
+			 * the recv took its fill (the driver's cap, or a one-shot recv):
+			 * read on unless stopped by the time this input is handled. */
 			rearm = true;
 		} else if (res < 0) {
 			vq_conn_abort(c, res);

@@ -114,7 +114,8 @@ int vq_shard_setup(struct vq_shard *s, bool listen)
 		.sq_entries = (uint32_t)cfg->sq_entries,
 		.provided = (uint32_t)cfg->buf_provided,
 		.zc_min = (uint32_t)cfg->zc_min,
-		.flags = cfg->recv_bundle ? VQ_DRV_RECV_BUNDLE : 0,
+		.flags = (cfg->recv_bundle ? VQ_DRV_RECV_BUNDLE : 0) |
+			 (cfg->recv_cap ? 0 : VQ_DRV_NO_RECV_CAP),
 	};
 	int ret;
 

@@ -303,6 +303,8 @@ void kv_snapshot(struct kv_shard *ks, struct kv_snap *sn)
 	sn->accept_errors = vs->st.accept_errors;
 	sn->bytes_read = vs->st.bytes_in;
 	sn->bytes_written = vs->st.bytes_out;
+	sn->pool_free = vs->pool.st.free;
+	sn->pool_in_use = vs->pool.st.user;
 	/* As memcached's accepting_conns: not while stopping, nor at limits.max_connections. */
 	sn->accepting = vs->state == VQ_SHARD_RUNNING && vs->nconns < vs->cfg->max_connections;
 	for (unsigned to = 0; vs->mesh && to < ks->nshards; to++) {
@@ -519,6 +521,8 @@ static void format_stats(struct sink *o, struct kv_sess *s, struct kv_snap *snap
 		SHARD_STAT("served_remote", sn->served_remote);
 		SHARD_STAT("queue_waits", sn->queue_waits);
 		SHARD_STAT("pool_waits", sn->pool_waits);
+		SHARD_STAT("pool_free", sn->pool_free);
+		SHARD_STAT("pool_in_use", sn->pool_in_use);
 		SHARD_STAT("pending_stops", sn->pending_stops);
 		SHARD_STAT("stall_closed", sn->stall_closed);
 		SHARD_STAT("accept_errors", sn->accept_errors);

@@ -42,6 +42,7 @@ struct kv_snap {
 	uint64_t stall_closed;
 	uint64_t max_conns, rejected, accept_errors; /* limits.max_connections and its refusals */
 	uint64_t bytes_read, bytes_written; /* from and to this shard's clients */
+	uint64_t pool_free, pool_in_use; /* buffers free, and held by connections and replies */
 	bool accepting;           /* taking new connections */
 };
 

@@ -14,7 +14,7 @@
 # so both share the same background load; the median of each figure is reported
 # (throughput, p50/p99 latency, server CPU µs per request over the measured
 # window from /proc/PID/stat). Ratios are veloq-kv / memcached.
-# Usage: [SECS=2] [RUNS=5] [ONLY=regex of "N core: load"] \
+# Usage: [SECS=2] [RUNS=5] [ONLY=regex of "N core: load"] [KV_OPTS="-o key=value ..."] \
 #        tests/bench/bench_kv.sh [build dir, default build-bench] > results.md
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
@@ -38,8 +38,10 @@ start_server() { # kind threads port
 	case $kind in
 	veloq-kv*)
 		local extra=()
+		# shellcheck disable=SC2206 # KV_OPTS: more -o options, split on spaces
+		extra=(${KV_OPTS:-})
 		# pin=node: the shards may leave a CPU the unpinned client is busy on.
-		[ "$kind" = veloq-kv/node ] && extra=(-o shards.pin=node -o io.msg_poll_us=0)
+		[ "$kind" = veloq-kv/node ] && extra+=(-o shards.pin=node -o io.msg_poll_us=0)
 		"$KV" --config "$SRC/configs/kv.ini" -o listen.port="$port" -o shards.cpus="$cpus" \
 			-o kv.memory=512M -o log.level=warning "${extra[@]}" &
 		;;

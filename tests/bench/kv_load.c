@@ -46,6 +46,7 @@ struct conn {
 	unsigned head, count;   /* FIFO of outstanding requests */
 	/* reply parser */
 	size_t skip;            /* value bytes (+2) still to skip */
+	unsigned values;        /* VALUEs of the reply being parsed, counted at its END */
 };
 
 static int port = 11211, nconns = 16, depth = 1, secs = 5, nkeys = 10000, vsize = 32, mget = 1;
@@ -107,10 +108,13 @@ static void complete(struct conn *c, uint64_t t)
 	uint64_t us = (t - c->sent_ns[c->head]) / 1000;
 
 	hist[us < HIST_US ? us : HIST_US]++;
-	if (c->is_get[c->head])
+	if (c->is_get[c->head]) {
 		gets++;
-	else
+		values += c->values; /* whole replies only: none split by the warm-up reset */
+	} else {
 		sets++;
+	}
+	c->values = 0;
 	c->head = (c->head + 1) % MAXDEPTH;
 	c->count--;
 	done++;
@@ -142,7 +146,7 @@ static void parse(struct conn *c, uint64_t t)
 			if (sscanf(c->in + pos, "VALUE %299s %u %u", key, &flags, &len) != 3)
 				errors++;
 			c->skip = len + 2;
-			values++;
+			c->values++;
 		} else if (!strncmp(c->in + pos, "END\r\n", 5) ||
 			   !strncmp(c->in + pos, "STORED\r\n", 8)) {
 			complete(c, t);

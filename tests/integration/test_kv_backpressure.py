@@ -275,15 +275,17 @@ def stalled_crowd(stallers=40, within=5.0, overrides={}):
               "after the stalled clients went: %s" % line)
 
 
-def pipelining_crowd(hogs=30, within=1.0):
+def pipelining_crowd(hogs=30, within=1.0, recv_cap="yes"):
     """One shard, `hogs` clients that each send megabytes of pipelined small
     gets as fast as the socket takes them and read nothing. Requests are read
     only as fast as their replies leave, so each hog may hold a few input
     buffers, not its whole backlog: a fresh client is answered at once, long
     before limits.stall_timeout (10 s) closes anyone. Before the recv byte cap
-    30 hogs took every buffer and the fresh client waited 5 s."""
-    svc = kv_service(overrides={"shards.cpus": "0"})
-    if "recv_cap" not in svc.text() and "epoll" not in svc.text():
+    30 hogs took every buffer and the fresh client waited 5 s. Without the cap
+    (kernels before 6.17, or io.recv_cap = no) connections receive one buffer
+    at a time once the pool runs short, which bounds them as well."""
+    svc = kv_service(overrides={"shards.cpus": "0", "io.recv_cap": recv_cap})
+    if recv_cap == "yes" and "recv_cap" not in svc.text() and "epoll" not in svc.text():
         print("skip pipelining_crowd: the kernel has no recv byte cap (6.17)")
         svc.stop()
         return
@@ -308,9 +310,13 @@ def pipelining_crowd(hogs=30, within=1.0):
         st = {}
         answered(f, "stats", lambda: st.update(f.stats()) or st,
                  lambda st: "curr_connections" in st)
-        print("%d pipelining non-readers: a fresh client answered in %.2f s" %
-              (hogs, time.time() - f.start), flush=True)
+        print("%d pipelining non-readers (io.recv_cap = %s): a fresh client answered in "
+              "%.2f s; buffers free %s, in use %s" %
+              (hogs, recv_cap, time.time() - f.start, st["shard0:pool_free"],
+               st["shard0:pool_in_use"]), flush=True)
         check(st["shard0:stall_closed"] == "0", "hogs closed: the answer came from the timeout")
+        check(int(st["shard0:pool_in_use"]) <= 16 * hogs,
+              "%s buffers in use: more than 16 per hog" % st["shard0:pool_in_use"])
         f.close()
     finally:
         for s in hogs_:
@@ -321,8 +327,8 @@ def pipelining_crowd(hogs=30, within=1.0):
               "after the pipelining clients went: %s" % line)
 
 
-if sys.argv[1:]:  # one case alone, by name: test_kv_backpressure.py stalled_crowd
-    globals()[sys.argv[1]]()
+if sys.argv[1:]:  # one case alone: test_kv_backpressure.py pipelining_crowd [recv_cap=no]
+    globals()[sys.argv[1]](**dict(a.split("=", 1) for a in sys.argv[2:]))
     print("ok")
     sys.exit(0)
 run("0", 1)
@@ -330,6 +336,7 @@ deep_pipeline("0")
 stalled_crowd()
 stalled_crowd(300, 6.0, {"limits.stall_timeout": "1s"})
 pipelining_crowd()
+pipelining_crowd(recv_cap="no")
 if shards_available():
     run("0-1", 2)
     remote_only()

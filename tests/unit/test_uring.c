@@ -241,6 +241,52 @@ START_TEST(recv_recovers_from_enobufs)
 END_TEST
 
 /*
+ * A one-shot pooled recv (how connections read while the pool runs short on
+ * kernels without the recv cap) that finds the provided ring empty parks like
+ * a multishot one, and completes once a buffer comes back: -ENOBUFS would
+ * end the connection.
+ */
+START_TEST(oneshot_recv_parks_on_enobufs)
+{
+	struct env e;
+	struct rec r = { 0 };
+	struct vq_buf *held[8];
+	int fds[2], n = 0;
+
+	env_init(&e, 4, 4096, 2);
+	tcp_pair(fds);
+	while ((held[n] = vq_pool_alloc(&e.pool)))
+		n++; /* nothing left to refill the ring with */
+	ck_assert_int_eq(send(fds[0], "x", 1, 0), 1);
+	for (int i = 0; i < 3; i++) { /* the ring's 2 buffers, then none */
+		memset(&r, 0, sizeof(r));
+		vq_op_prep(&r.op, VQ_OP_RECV, fds[1], NULL, record);
+		r.op.flags = VQ_OPF_POOLED;
+		ck_assert_int_eq(vq_driver_submit(&e.drv, &r.op), 0);
+		if (i < 2) {
+			RUN_UNTIL(&e, r.final);
+			ck_assert_int_eq(r.res[0], 1);
+			held[n++] = r.buf[0];
+			ck_assert_int_eq(send(fds[0], "y", 1, 0), 1);
+		}
+	}
+	RUN_UNTIL(&e, e.drv.st.nobufs > 0);
+	ck_assert_int_eq(r.final, 0);
+	vq_buf_release(held[--n]); /* replenish refills the ring and re-arms the recv */
+	RUN_UNTIL(&e, r.final);
+	ck_assert_int_eq(r.res[0], 1);
+	ck_assert_ptr_nonnull(r.buf[0]);
+	ck_assert_int_eq(vq_buf_bytes(r.buf[0])[0], 'y');
+	vq_buf_release(r.buf[0]);
+	while (n)
+		vq_buf_release(held[--n]);
+	close(fds[0]);
+	close(fds[1]);
+	env_fini(&e);
+}
+END_TEST
+
+/*
  * A recv cancelled from its own data completion (as a connection pausing for a
  * slow reader does) while the ring runs dry in the same batch: it must end as
  * cancelled, not with a spurious -ENOBUFS.
@@ -505,6 +551,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, multishot_accept);
 	tcase_add_test(tc, multishot_recv_in_order);
 	tcase_add_test(tc, recv_recovers_from_enobufs);
+	tcase_add_test(tc, oneshot_recv_parks_on_enobufs);
 	tcase_add_test(tc, cancel_while_ring_dry);
 	tcase_add_test(tc, partial_sends_resume);
 	tcase_add_test(tc, cancel_returns_buffer);
