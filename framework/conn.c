@@ -21,6 +21,7 @@ static void progress(struct vq_conn *c);
 #define conn_of(ptr, member) ((struct vq_conn *)((char *)(ptr) - offsetof(struct vq_conn, member)))
 
 #define DRAIN_QUIET_NS 100000000ull /* a draining connection this long silent is done */
+#define LINGER_TICK_NS 20000000ull  /* a lingering connection looks at its send queue this often */
 
 static size_t queued_out(const struct vq_conn *c)
 {
@@ -96,11 +97,16 @@ static void arm_rx(struct vq_conn *c)
 	}
 }
 
-/* (Re)start reading unless something stops it: back-pressure, the app, the peer's EOF, closing. */
+/*
+ * (Re)start reading unless something stops it: back-pressure, the app, the
+ * peer's EOF, closing (but a lingering close reads on, to discard).
+ */
 static void resume_rx(struct vq_conn *c)
 {
-	if (!(c->flags & (VQ_CONN_RX | VQ_CONN_PAUSED | VQ_CONN_HELD | VQ_CONN_EOF |
-			  VQ_CONN_CLOSING | VQ_CONN_ABORT | VQ_CONN_CLOSED)))
+	uint32_t stops = VQ_CONN_RX | VQ_CONN_PAUSED | VQ_CONN_HELD | VQ_CONN_EOF |
+			 VQ_CONN_ABORT | VQ_CONN_CLOSED;
+
+	if (!(c->flags & stops) && (!(c->flags & VQ_CONN_CLOSING) || c->flags & VQ_CONN_LINGER))
 		arm_rx(c);
 }
 
@@ -222,6 +228,61 @@ static bool conn_unread(const struct vq_conn *c)
 	return !ioctl(c->fd, SIOCINQ, &n) && n > 0;
 }
 
+/*
+ * A close with input unread, or input arriving after it, makes the kernel
+ * reset the connection and drop whatever of our output the peer has not yet
+ * acknowledged: a large reply, or the error reply that explains the close, is
+ * lost to a peer still sending. So unless the peer has closed, or nothing of
+ * ours is in flight and nothing is unread, the close lingers: our side is shut
+ * for writing (the FIN follows the output), and input is read and discarded
+ * until the peer closes or has acknowledged all of our output and the FIN, or
+ * (limits.stall_timeout) stops taking it. Returns true while it lingers.
+ */
+static bool lingering(struct vq_conn *c)
+{
+	int outq = 0;
+
+	if (c->flags & VQ_CONN_EOF)
+		return false; /* the peer closed: nothing more comes */
+	if (c->flags & VQ_CONN_LINGER)
+		return true;
+	if (ioctl(c->fd, SIOCOUTQ, &outq) || (!outq && !c->in.bytes && !conn_unread(c)) ||
+	    shutdown(c->fd, SHUT_WR))
+		return false; /* nothing of ours in flight, nothing unread: close now */
+	c->flags = (c->flags | VQ_CONN_LINGER) & ~(VQ_CONN_PAUSED | VQ_CONN_HELD);
+	c->linger_outq = (uint32_t)outq;
+	c->last_active_ns = c->shard->now_ns;
+	c->shard->st.lingered++;
+	drop_queue(&c->in);
+	resume_rx(c);
+	vq_timer_arm(c->shard, &c->idle, LINGER_TICK_NS);
+	return true;
+}
+
+/* The lingering connection's timer: close once the peer has our output, or stopped taking it. */
+static void linger_tick(struct vq_conn *c)
+{
+	struct vq_shard *s = c->shard;
+	uint64_t stall = s->cfg->stall_timeout_ms * NS_PER_MS;
+	int outq = 0;
+
+	if (ioctl(c->fd, SIOCOUTQ, &outq) || outq <= 0) {
+		/* All acknowledged, our FIN too: the peer reads the reply, then EOF,
+		 * even if the close now resets the connection. */
+		vq_conn_abort(c, 0);
+		return;
+	}
+	if ((uint32_t)outq < c->linger_outq) {
+		c->linger_outq = (uint32_t)outq;
+		c->last_active_ns = s->now_ns;
+	} else if (stall && s->now_ns - c->last_active_ns >= stall) {
+		s->st.stall_closed++;
+		vq_conn_abort(c, -ETIMEDOUT);
+		return;
+	}
+	vq_timer_arm(s, &c->idle, LINGER_TICK_NS);
+}
+
 /* Move a connection on towards "closed" if it is closing; the last call in every handler. */
 static void progress(struct vq_conn *c)
 {
@@ -240,6 +301,8 @@ static void progress(struct vq_conn *c)
 		start_tx(c);
 		if (c->out.head || c->flags & VQ_CONN_TX || c->holds)
 			return; /* flush first, and wait for replies the app still owes */
+		if (lingering(c))
+			return;
 	} else {
 		start_tx(c);
 		return;
@@ -330,6 +393,10 @@ static void idle_fired(struct vq_timer *t)
 	}
 	if (c->flags & (VQ_CONN_ABORT | VQ_CONN_CLOSED))
 		return;
+	if (c->flags & VQ_CONN_LINGER) {
+		linger_tick(c);
+		return;
+	}
 	if (c->flags & VQ_CONN_RXRETRY) {
 		c->flags &= ~VQ_CONN_RXRETRY;
 		resume_rx(c); /* a recv the SQ would not take before */

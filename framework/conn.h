@@ -22,6 +22,7 @@ struct vq_shard;
 #define VQ_CONN_REQUEUE (1u << 8) /* the close op found the SQ full: the timer retries it */
 #define VQ_CONN_MIDREQ  (1u << 9) /* the app holds part of a request: vq_conn_mid_request */
 #define VQ_CONN_RXRETRY (1u << 10) /* the recv found the SQ full: the timer re-arms it */
+#define VQ_CONN_LINGER  (1u << 11) /* closing: FIN sent, input discarded until the peer has our output */
 
 /*
  * A TCP connection owned by one shard. The framework owns the read side (a
@@ -42,6 +43,7 @@ struct vq_conn {
 	uint32_t flags;
 	uint32_t holds;           /* app replies still being produced: see vq_conn_hold */
 	int error;                /* why it closed, -errno; 0 = orderly */
+	uint32_t linger_outq;     /* lingering: our bytes the peer had not acked at the last look */
 	_Alignas(16) unsigned char app[]; /* service.conn_size bytes of app state */
 };
 

@@ -47,6 +47,7 @@ struct vq_shard_stats {
 	uint64_t paused;          /* times reading paused for a slow reader */
 	uint64_t idle_closed;     /* closed by limits.idle_timeout */
 	uint64_t stall_closed;    /* closed by limits.stall_timeout */
+	uint64_t lingered;        /* closes that waited for the peer to take our output */
 };
 
 #define VQ_SHARD_TIMERS 3 /* accept_retry, drain_deadline, drain_sweep below */

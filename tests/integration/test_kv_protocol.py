@@ -2,10 +2,55 @@
 pool buffer, bad data blocks, oversized lines, on one shard and on two (keys
 forwarded between shards), each run ending in a leak-free shutdown."""
 import socket
+import threading
 import time
 
 from kvtest import Client, kv_service, shards_available
 from vqtest import Service, check, fail
+
+
+def close_while_sending(svc, request, reply):
+    """The server closes (an error, quit) while the client is still sending
+    and reads slowly: all of `reply` must arrive, then EOF. A plain close with
+    input unread resets the connection and drops the part of the reply still
+    in the server's send queue; the close must linger instead."""
+    s = svc.connect()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+
+    def pump():
+        try:
+            s.sendall(request + b"y" * (4 << 20))
+        except OSError:
+            pass  # the server stopped reading: expected once it has closed
+    t = threading.Thread(target=pump)
+    t.start()
+    time.sleep(0.3)  # the reply fills the socket buffers before the client reads
+    got = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+            time.sleep(0.001)
+    except OSError as e:
+        fail("close while the client sends: %s after %d of %d reply bytes" %
+             (e, len(got), len(reply)))
+    s.close()
+    t.join()
+    check(got == reply, "close while the client sends: %d bytes, %d expected, ends %r" %
+          (len(got), len(reply), got[-40:]))
+
+
+def closes_while_sending(svc):
+    """A close while the client still sends delivers the whole reply first."""
+    big = b"v" * (900 << 10)
+    c = Client(svc)
+    check(c.set(b"big", big) == b"STORED", "set big")
+    c.close()
+    value = b"VALUE big 0 %d\r\n%s\r\nEND\r\n" % (len(big), big)
+    close_while_sending(svc, b"get big\r\n", value + b"CLIENT_ERROR line too long\r\n")
+    close_while_sending(svc, b"get big\r\nquit\r\n", value)
 
 
 def session(svc):
@@ -105,6 +150,8 @@ def session(svc):
     check(c.eof(), "closed after a long line")
     c.close()
 
+    closes_while_sending(svc)
+
     # replies owed when the client half-closes are still delivered
     s = svc.connect()
     s.sendall(b"".join(b"get p%d\r\n" % i for i in range(50)))
@@ -136,6 +183,34 @@ check(st["max_connections"] == "2" and int(st["rejected_connections"]) == 2,
 for s in extra:
     s.close()
 first.close()
+svc.stop()
+
+# The lingering close on the epoll driver.
+svc = kv_service(overrides={"shards.cpus": "0", "io.driver": "epoll"})
+closes_while_sending(svc)
+svc.stop()
+
+# A lingering close ends at limits.stall_timeout if the client neither reads nor closes.
+svc = kv_service(overrides={"shards.cpus": "0", "limits.stall_timeout": "1s"})
+c = Client(svc)
+check(c.set(b"big", b"v" * (900 << 10)) == b"STORED", "set big")
+stuck = svc.connect()
+stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 10)
+stuck.settimeout(5)
+stuck.sendall(b"get big\r\n" + b"x" * (256 << 10))  # a reply it never reads, a bad line
+deadline = time.time() + 5
+while time.time() < deadline:
+    st = c.stats()
+    if st["curr_connections"] == "1" and st["shard0:stall_closed"] == "1":
+        break
+    time.sleep(0.2)
+check(st["curr_connections"] == "1" and st["shard0:stall_closed"] == "1" and
+      st["shard0:lingering_closes"] == "1",
+      "a lingering client that reads nothing still open after 5 s: %s connections, "
+      "%s stall-closed, %s lingered" % (st["curr_connections"], st["shard0:stall_closed"],
+                                        st["shard0:lingering_closes"]))
+stuck.close()
+c.close()
 svc.stop()
 
 if shards_available():
