@@ -22,6 +22,7 @@ static void progress(struct vq_conn *c);
 
 #define DRAIN_QUIET_NS 100000000ull /* a draining connection this long silent is done */
 #define LINGER_TICK_NS 20000000ull  /* a lingering connection looks at its send queue this often */
+#define LINGER_MAX_NS 30000000000ull /* ... and gives up after this long without progress */
 
 static size_t queued_out(const struct vq_conn *c)
 {
@@ -235,8 +236,9 @@ static bool conn_unread(const struct vq_conn *c)
  * lost to a peer still sending. So unless the peer has closed, or nothing of
  * ours is in flight and nothing is unread, the close lingers: our side is shut
  * for writing (the FIN follows the output), and input is read and discarded
- * until the peer closes or has acknowledged all of our output and the FIN, or
- * (limits.stall_timeout) stops taking it. Returns true while it lingers.
+ * until the peer closes, or has acknowledged all of our output and the FIN
+ * and stopped sending, or stops taking our output (linger_tick). Returns true
+ * while it lingers.
  */
 static bool lingering(struct vq_conn *c)
 {
@@ -259,23 +261,37 @@ static bool lingering(struct vq_conn *c)
 	return true;
 }
 
-/* The lingering connection's timer: close once the peer has our output, or stopped taking it. */
+/*
+ * The lingering connection's timer. It closes once the peer has acknowledged
+ * all of our output and the FIN and has sent nothing for a tick (a close while
+ * it still sends resets, and some stacks then drop what they have not read),
+ * or once the socket has failed (the peer reset it), or when the peer has taken
+ * none of our output for limits.stall_timeout (if that is 0, idle_timeout; if
+ * both are, LINGER_MAX_NS): a close, once asked for, always happens.
+ */
 static void linger_tick(struct vq_conn *c)
 {
 	struct vq_shard *s = c->shard;
-	uint64_t stall = s->cfg->stall_timeout_ms * NS_PER_MS;
-	int outq = 0;
+	uint64_t limit = (s->cfg->stall_timeout_ms ? s->cfg->stall_timeout_ms
+						   : s->cfg->idle_timeout_ms) * NS_PER_MS;
+	bool heard = c->flags & VQ_CONN_HEARD;
+	int outq = 0, err = 0;
+	socklen_t len = sizeof(err);
 
-	if (ioctl(c->fd, SIOCOUTQ, &outq) || outq <= 0) {
-		/* All acknowledged, our FIN too: the peer reads the reply, then EOF,
-		 * even if the close now resets the connection. */
-		vq_conn_abort(c, 0);
+	c->flags &= ~VQ_CONN_HEARD;
+	if (ioctl(c->fd, SIOCOUTQ, &outq) || getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) ||
+	    err) {
+		vq_conn_abort(c, err ? -err : -errno);
+		return;
+	}
+	if (!outq && !heard) {
+		vq_conn_abort(c, 0); /* the peer has it all and is done: nothing to reset */
 		return;
 	}
 	if ((uint32_t)outq < c->linger_outq) {
 		c->linger_outq = (uint32_t)outq;
 		c->last_active_ns = s->now_ns;
-	} else if (stall && s->now_ns - c->last_active_ns >= stall) {
+	} else if (s->now_ns - c->last_active_ns >= (limit ? limit : LINGER_MAX_NS)) {
 		s->st.stall_closed++;
 		vq_conn_abort(c, -ETIMEDOUT);
 		return;
@@ -325,6 +341,8 @@ static void rx_done(struct vq_op *op, int res, struct vq_buf *b, unsigned flags)
 			/* Closing: nobody will read it, and it is no progress on what is
 			 * owed (a peer that sends and never reads still stalls). */
 			vq_buf_release(b);
+			if (c->flags & VQ_CONN_LINGER)
+				c->flags |= VQ_CONN_HEARD;
 		} else {
 			c->last_active_ns = s->now_ns;
 			watch_stall(c);
@@ -393,13 +411,13 @@ static void idle_fired(struct vq_timer *t)
 	}
 	if (c->flags & (VQ_CONN_ABORT | VQ_CONN_CLOSED))
 		return;
-	if (c->flags & VQ_CONN_LINGER) {
-		linger_tick(c);
-		return;
-	}
 	if (c->flags & VQ_CONN_RXRETRY) {
 		c->flags &= ~VQ_CONN_RXRETRY;
 		resume_rx(c); /* a recv the SQ would not take before */
+	}
+	if (c->flags & VQ_CONN_LINGER) {
+		linger_tick(c);
+		return;
 	}
 	/*
 	 * Work pending on our side (output not taken, replies owed, requests held

@@ -23,6 +23,7 @@ struct vq_shard;
 #define VQ_CONN_MIDREQ  (1u << 9) /* the app holds part of a request: vq_conn_mid_request */
 #define VQ_CONN_RXRETRY (1u << 10) /* the recv found the SQ full: the timer re-arms it */
 #define VQ_CONN_LINGER  (1u << 11) /* closing: FIN sent, input discarded until the peer has our output */
+#define VQ_CONN_HEARD   (1u << 12) /* lingering: input arrived since the timer last looked */
 
 /*
  * A TCP connection owned by one shard. The framework owns the read side (a

@@ -213,6 +213,27 @@ stuck.close()
 c.close()
 svc.stop()
 
+# ... and with limits.stall_timeout = 0, at limits.idle_timeout: a close always happens.
+svc = kv_service(overrides={"shards.cpus": "0", "limits.stall_timeout": "0",
+                            "limits.idle_timeout": "1s"})
+c = Client(svc)
+check(c.set(b"big", b"v" * (900 << 10)) == b"STORED", "set big")
+stuck = svc.connect()
+stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 10)
+stuck.settimeout(5)
+stuck.sendall(b"get big\r\n" + b"x" * (256 << 10))
+deadline = time.time() + 5
+while time.time() < deadline:
+    st = Client(svc).stats()  # a fresh client each time: the idle timeout closes idle ones
+    if st["curr_connections"] == "1" and st["shard0:lingering_closes"] == "1":
+        break
+    time.sleep(0.2)
+check(st["curr_connections"] == "1" and st["shard0:lingering_closes"] == "1",
+      "lingering with stall_timeout 0: still open after 5 s (%s connections, %s lingered)" %
+      (st["curr_connections"], st["shard0:lingering_closes"]))
+stuck.close()
+svc.stop()
+
 if shards_available():
     svc = kv_service(overrides={"shards.cpus": "0-1"})
     session(svc)
