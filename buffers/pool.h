@@ -93,8 +93,8 @@ static inline struct vq_buf *vq_pool_buf(struct vq_pool *p, uint32_t index)
 
 /*
  * The pool runs short: its users (input queues, replies) hold more buffers than
- * are left free. Connections then queue no output ahead and, where recvs are
- * not bounded by the driver, receive one buffer at a time.
+ * are left free. Connections then queue no output ahead and receive one
+ * buffer at a time.
  */
 static inline bool vq_pool_short(const struct vq_pool *p)
 {

@@ -74,13 +74,6 @@ struct vq_driver {
 	uint32_t internal;       /* of which the driver's own (e.g. the wake listener) */
 	struct vq_driver_stats st;
 	uint32_t zc_min;         /* SEND_ZC below this many bytes is a plain send */
-	/*
-	 * A multishot pooled recv hands over a few buffers at most before the owner
-	 * sees them (epoll reads a bounded batch; uring with the 6.17 byte cap ends
-	 * and is re-armed). If false it may empty a socket's whole backlog into
-	 * pool buffers before a cancel can land.
-	 */
-	bool recv_bounded;
 	char features[160];      /* one line for the start-up log */
 	void *impl;
 	/*

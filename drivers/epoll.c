@@ -784,7 +784,6 @@ static int ep_init(struct vq_driver *d, const struct vq_driver_params *params)
 	}
 	d->impl = e;
 	d->zc_min = params->zc_min ? params->zc_min : VQ_ZC_MIN_DEFAULT;
-	d->recv_bounded = true; /* BATCH reads per readiness at most */
 	snprintf(d->features, sizeof(d->features), "edge-triggered, eventfd doorbell");
 	return 0;
 }

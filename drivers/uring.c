@@ -716,6 +716,21 @@ static int uring_wake(struct vq_driver *target, struct vq_driver *from)
 	return 0;
 }
 
+/*
+ * Refill the provided ring only while it holds less than its share of the
+ * buffers users do not hold: buffers.provided of buffers.count, the rest kept
+ * free for replies. At rest that is the whole ring. When clients that do not
+ * read hold most of the pool, a full ring would keep every buffer that comes
+ * back (the freshest client's own request, once parsed) from the reply that
+ * client waits for; sharing keeps both receiving and replying going.
+ */
+static bool ring_wants_more(const struct uring *u, const struct vq_pool *p)
+{
+	return u->br_count < u->br_entries &&
+	       (uint64_t)u->br_count * (p->count - u->br_entries) <
+		       (uint64_t)p->st.free * u->br_entries;
+}
+
 static void uring_replenish(struct vq_driver *d)
 {
 	struct uring *u = U(d);
@@ -732,7 +747,7 @@ static void uring_replenish(struct vq_driver *d)
 	if (!u->br)
 		return;
 	mask = io_uring_buf_ring_mask(u->br_entries);
-	while (u->br_count < u->br_entries && (b = vq_pool_take_for_kernel(d->pool))) {
+	while (ring_wants_more(u, d->pool) && (b = vq_pool_take_for_kernel(d->pool))) {
 		uint16_t pos = (uint16_t)(u->br_tail + n);
 
 		io_uring_buf_ring_add(u->br, b->data, b->cap, (unsigned short)b->index, mask, (int)n);
@@ -943,7 +958,6 @@ static int uring_init(struct vq_driver *d, const struct vq_driver_params *params
 		    u->ring_features & IORING_FEAT_RECVSEND_BUNDLE;
 	bool has_cap = probe_recv_cap(u);
 	u->recv_cap = has_cap && !(params->flags & VQ_DRV_NO_RECV_CAP);
-	d->recv_bounded = u->recv_cap;
 	/* The registered ring fd saves an fget/fput on every enter (5.18+); optional. */
 	bool reg_fd = io_uring_register_ring_fd(&u->ring) == 1;
 	probe = io_uring_get_probe_ring(&u->ring);

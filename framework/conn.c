@@ -71,14 +71,16 @@ static void retry_soon(struct vq_conn *c, uint32_t flag)
 }
 
 /*
- * A multishot recv unless the driver cannot bound one (io_uring before 6.17)
- * and the pool runs short: such a recv would move a peer's whole backlog into
- * pool buffers before the connection could stop reading. One buffer per recv
- * costs a submit per buffer, so only while buffers are scarce.
+ * A multishot recv, unless the pool runs short: then one buffer per recv, so a
+ * connection that stops reading holds one input buffer, not the several a
+ * multishot recv moves (the whole backlog, before the 6.17 byte cap), and a
+ * pool of buffers.count serves fresh clients beside hundreds that pipeline
+ * and never read. A submit per buffer costs more, so only while buffers are
+ * scarce.
  */
 static bool rx_one_at_a_time(const struct vq_conn *c)
 {
-	return !c->shard->drv.recv_bounded && vq_pool_short(&c->shard->pool);
+	return vq_pool_short(&c->shard->pool);
 }
 
 static void arm_rx(struct vq_conn *c)

@@ -275,7 +275,7 @@ def stalled_crowd(stallers=40, within=5.0, overrides={}):
               "after the stalled clients went: %s" % line)
 
 
-def pipelining_crowd(hogs=30, within=1.0, recv_cap="yes"):
+def pipelining_crowd(hogs=30, within=1.0, recv_cap="yes", send_for=0.15, stall="10s"):
     """One shard, `hogs` clients that each send megabytes of pipelined small
     gets as fast as the socket takes them and read nothing. Requests are read
     only as fast as their replies leave, so each hog may hold a few input
@@ -283,8 +283,13 @@ def pipelining_crowd(hogs=30, within=1.0, recv_cap="yes"):
     before limits.stall_timeout (10 s) closes anyone. Before the recv byte cap
     30 hogs took every buffer and the fresh client waited 5 s. Without the cap
     (kernels before 6.17, or io.recv_cap = no) connections receive one buffer
-    at a time once the pool runs short, which bounds them as well."""
-    svc = kv_service(overrides={"shards.cpus": "0", "io.recv_cap": recv_cap})
+    at a time once the pool runs short, which bounds them as well. Each hog
+    then holds about 3.5 buffers (input, the reply queued, the one in the
+    kernel), so 200 fit in the default pool of 1 024 beside fresh clients;
+    the provided ring keeps only its share of the buffers the hogs leave, or
+    it would take every buffer coming back and leave none for replies."""
+    svc = kv_service(overrides={"shards.cpus": "0", "io.recv_cap": recv_cap,
+                                "limits.stall_timeout": stall})
     if recv_cap == "yes" and "recv_cap" not in svc.text() and "epoll" not in svc.text():
         print("skip pipelining_crowd: the kernel has no recv byte cap (6.17)")
         svc.stop()
@@ -299,7 +304,7 @@ def pipelining_crowd(hogs=30, within=1.0, recv_cap="yes"):
             s = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
             s.setblocking(False)
             t0 = time.time()
-            while time.time() - t0 < 0.15:
+            while time.time() - t0 < send_for:
                 try:
                     s.send(chunk)
                 except BlockingIOError:
@@ -327,8 +332,17 @@ def pipelining_crowd(hogs=30, within=1.0, recv_cap="yes"):
               "after the pipelining clients went: %s" % line)
 
 
-if sys.argv[1:]:  # one case alone: test_kv_backpressure.py pipelining_crowd [recv_cap=no]
-    globals()[sys.argv[1]](**dict(a.split("=", 1) for a in sys.argv[2:]))
+def arg(v):
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            pass
+    return v
+
+
+if sys.argv[1:]:  # one case alone: test_kv_backpressure.py pipelining_crowd hogs=200 ...
+    globals()[sys.argv[1]](**{k: arg(v) for k, v in (a.split("=", 1) for a in sys.argv[2:])})
     print("ok")
     sys.exit(0)
 run("0", 1)
@@ -337,6 +351,7 @@ stalled_crowd()
 stalled_crowd(300, 6.0, {"limits.stall_timeout": "1s"})
 pipelining_crowd()
 pipelining_crowd(recv_cap="no")
+pipelining_crowd(hogs=200, within=3.0, send_for=0.05, stall="60s")
 if shards_available():
     run("0-1", 2)
     remote_only()
