@@ -22,7 +22,7 @@ static void progress(struct vq_conn *c);
 
 #define DRAIN_QUIET_NS 100000000ull /* a draining connection this long silent is done */
 #define LINGER_TICK_NS 20000000ull  /* a lingering connection looks at its send queue this often */
-#define LINGER_MAX_NS 30000000000ull /* ... and gives up after this long without progress */
+#define LINGER_MAX_NS 30000000000ull /* its bound without progress when both timeouts are off */
 
 static size_t queued_out(const struct vq_conn *c)
 {
@@ -91,7 +91,7 @@ static void arm_rx(struct vq_conn *c)
 	c->rx.flags = VQ_OPF_POOLED | (rx_one_at_a_time(c) ? 0 : VQ_OPF_MULTISHOT);
 	ret = vq_driver_submit(&c->shard->drv, &c->rx);
 	if (ret == -EBUSY) {
-		/* A re-arm after the driver's recv cap can meet a full queue. */
+		/* A re-arm (after the recv cap, or a one-shot recv) can meet a full queue. */
 		retry_soon(c, VQ_CONN_RXRETRY);
 	} else if (ret) {
 		vq_conn_abort(c, ret);

@@ -42,7 +42,7 @@ def close_while_sending(svc, request, reply):
           (len(got), len(reply), got[-40:]))
 
 
-def closes_while_sending(svc):
+def lingering_closes(svc):
     """A close while the client still sends delivers the whole reply first."""
     big = b"v" * (900 << 10)
     c = Client(svc)
@@ -150,7 +150,7 @@ def session(svc):
     check(c.eof(), "closed after a long line")
     c.close()
 
-    closes_while_sending(svc)
+    lingering_closes(svc)
 
     # replies owed when the client half-closes are still delivered
     s = svc.connect()
@@ -187,7 +187,7 @@ svc.stop()
 
 # The lingering close on the epoll driver.
 svc = kv_service(overrides={"shards.cpus": "0", "io.driver": "epoll"})
-closes_while_sending(svc)
+lingering_closes(svc)
 svc.stop()
 
 # A lingering close ends at limits.stall_timeout if the client neither reads nor closes.
