@@ -263,6 +263,17 @@ static bool lingering(struct vq_conn *c)
 	return true;
 }
 
+/* No progress on work owed for the whole limit (limits.stall_timeout): the connection goes. */
+static void close_stalled(struct vq_conn *c, const char *why)
+{
+	struct vq_shard *s = c->shard;
+
+	s->st.stall_closed++;
+	vq_debug("connection fd %d: %s for %llu ms", c->fd, why,
+		 (unsigned long long)((s->now_ns - c->last_active_ns) / NS_PER_MS));
+	vq_conn_abort(c, -ETIMEDOUT);
+}
+
 /*
  * The lingering connection's timer. It closes once the peer has acknowledged
  * all of our output and the FIN and has sent nothing for a tick (a close while
@@ -294,8 +305,7 @@ static void linger_tick(struct vq_conn *c)
 		c->linger_outq = (uint32_t)outq;
 		c->last_active_ns = s->now_ns;
 	} else if (s->now_ns - c->last_active_ns >= (limit ? limit : LINGER_MAX_NS)) {
-		s->st.stall_closed++;
-		vq_conn_abort(c, -ETIMEDOUT);
+		close_stalled(c, "closing, the peer takes none of the reply");
 		return;
 	}
 	vq_timer_arm(s, &c->idle, LINGER_TICK_NS);
@@ -432,11 +442,7 @@ static void idle_fired(struct vq_timer *t)
 	 */
 	if (stall && owes_work(c)) {
 		if (quiet >= stall) {
-			s->st.stall_closed++;
-			vq_debug("connection fd %d: nothing sent or received for %llu ms with "
-				 "work pending (limits.stall_timeout)", c->fd,
-				 (unsigned long long)(quiet / NS_PER_MS));
-			vq_conn_abort(c, -ETIMEDOUT);
+			close_stalled(c, "nothing sent or received with work pending");
 			return;
 		}
 		next = stall - quiet;
