@@ -65,6 +65,8 @@ struct vq_driver_ops {
 	int (*wake)(struct vq_driver *target, struct vq_driver *from);
 	/* Refill the provided ring from the pool's free list and re-arm parked recvs. */
 	void (*replenish)(struct vq_driver *d);
+	/* A pooled recv waits for a buffer: the pool gave the kernel none to fill. */
+	bool (*starved)(struct vq_driver *d);
 };
 
 struct vq_driver {

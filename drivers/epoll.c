@@ -740,6 +740,11 @@ static int ep_wake(struct vq_driver *target, struct vq_driver *from)
 	return eventfd_write(E(target)->wake_fd, 1) ? -errno : 0;
 }
 
+static bool ep_starved(struct vq_driver *d)
+{
+	return E(d)->parked.head != NULL;
+}
+
 static void ep_replenish(struct vq_driver *d)
 {
 	struct ep *e = E(d);
@@ -813,4 +818,5 @@ const struct vq_driver_ops vq_epoll_driver = {
 	.wait = ep_wait,
 	.wake = ep_wake,
 	.replenish = ep_replenish,
+	.starved = ep_starved,
 };

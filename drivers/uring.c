@@ -731,6 +731,11 @@ static bool ring_wants_more(const struct uring *u, const struct vq_pool *p)
 		       (uint64_t)p->st.free * u->br_entries;
 }
 
+static bool uring_starved(struct vq_driver *d)
+{
+	return U(d)->parked != NULL;
+}
+
 static void uring_replenish(struct vq_driver *d)
 {
 	struct uring *u = U(d);
@@ -1023,4 +1028,5 @@ const struct vq_driver_ops vq_uring_driver = {
 	.wait = uring_wait,
 	.wake = uring_wake,
 	.replenish = uring_replenish,
+	.starved = uring_starved,
 };

@@ -78,6 +78,7 @@ struct vq_config {
 	uint64_t max_output;
 	uint64_t idle_timeout_ms;
 	uint64_t stall_timeout_ms;
+	uint64_t pool_stall_timeout_ms;
 	uint64_t drain_timeout_ms;
 	int log_level;
 	bool debug_stall_on_signal; /* tests only: SIGUSR2 hangs a shard (the watchdog test) */

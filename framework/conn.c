@@ -254,7 +254,7 @@ static bool lingering(struct vq_conn *c)
 	    shutdown(c->fd, SHUT_WR))
 		return false; /* nothing of ours in flight, nothing unread: close now */
 	c->flags = (c->flags | VQ_CONN_LINGER) & ~(VQ_CONN_PAUSED | VQ_CONN_HELD);
-	c->linger_outq = (uint32_t)outq;
+	c->outq_seen = (uint32_t)outq;
 	c->last_active_ns = c->shard->now_ns;
 	c->shard->st.lingered++;
 	drop_queue(&c->in);
@@ -263,12 +263,12 @@ static bool lingering(struct vq_conn *c)
 	return true;
 }
 
-/* No progress on work owed for the whole limit (limits.stall_timeout): the connection goes. */
-static void close_stalled(struct vq_conn *c, const char *why)
+/* No progress on work owed for the whole limit (the one *count counts): the connection goes. */
+static void close_stalled(struct vq_conn *c, uint64_t *count, const char *why)
 {
 	struct vq_shard *s = c->shard;
 
-	s->st.stall_closed++;
+	(*count)++;
 	vq_debug("connection fd %d: %s for %llu ms", c->fd, why,
 		 (unsigned long long)((s->now_ns - c->last_active_ns) / NS_PER_MS));
 	vq_conn_abort(c, -ETIMEDOUT);
@@ -301,11 +301,12 @@ static void linger_tick(struct vq_conn *c)
 		vq_conn_abort(c, 0); /* the peer has it all and is done: nothing to reset */
 		return;
 	}
-	if ((uint32_t)outq < c->linger_outq) {
-		c->linger_outq = (uint32_t)outq;
+	if ((uint32_t)outq < c->outq_seen) {
+		c->outq_seen = (uint32_t)outq;
 		c->last_active_ns = s->now_ns;
 	} else if (s->now_ns - c->last_active_ns >= (limit ? limit : LINGER_MAX_NS)) {
-		close_stalled(c, "closing, the peer takes none of the reply");
+		close_stalled(c, &s->st.stall_closed,
+			      "closing, the peer takes none of the reply");
 		return;
 	}
 	vq_timer_arm(s, &c->idle, LINGER_TICK_NS);
@@ -442,7 +443,8 @@ static void idle_fired(struct vq_timer *t)
 	 */
 	if (stall && owes_work(c)) {
 		if (quiet >= stall) {
-			close_stalled(c, "nothing sent or received with work pending");
+			close_stalled(c, &s->st.stall_closed,
+				      "nothing sent or received with work pending");
 			return;
 		}
 		next = stall - quiet;
@@ -459,6 +461,43 @@ static void idle_fired(struct vq_timer *t)
 	}
 	if (next != UINT64_MAX)
 		vq_timer_arm(s, &c->idle, next);
+}
+
+/*
+ * A connection goes if it owes work and the peer has had output of ours in the
+ * kernel for the whole limit (SIOCOUTQ) and acknowledged none of it, watched
+ * from this dry spell's first look on. Its buffers (the send the kernel cannot
+ * take, the reply behind it, the requests it holds back) are what the others
+ * wait for. A connection waiting for a buffer itself has no output out: it is
+ * who this frees buffers for. Lingering ones have their own bound (linger_tick).
+ */
+void vq_conn_shed_stalled(struct vq_shard *s, uint64_t dry_since_ns, uint64_t limit_ns)
+{
+	struct vq_conn *c, *next;
+	unsigned shed = 0;
+
+	for (c = s->conns; c; c = next) {
+		uint64_t since;
+		int outq = 0;
+
+		next = c->next;
+		if (c->flags & (VQ_CONN_ABORT | VQ_CONN_CLOSED | VQ_CONN_LINGER) || !owes_work(c) ||
+		    ioctl(c->fd, SIOCOUTQ, &outq) || outq <= 0)
+			continue;
+		if (c->outq_since_ns < dry_since_ns || (uint32_t)outq < c->outq_seen)
+			c->outq_since_ns = s->now_ns; /* a first look, or the peer took some */
+		c->outq_seen = (uint32_t)outq;
+		since = c->outq_since_ns > c->last_active_ns ? c->outq_since_ns : c->last_active_ns;
+		if (s->now_ns - since >= limit_ns) {
+			close_stalled(c, &s->st.pool_shed,
+				      "the pool ran dry and the peer takes none of its output");
+			shed++;
+		}
+	}
+	if (shed)
+		vq_warn("buffer pool dry: closed %u connections whose peers took no output for "
+			"limits.pool_stall_timeout (%lu closed so far)", shed,
+			(unsigned long)s->st.pool_shed);
 }
 
 /*

@@ -187,6 +187,50 @@ static void drain_sweep(struct vq_timer *t)
 	vq_timer_arm(s, &s->drain_sweep, DRAIN_SWEEP_NS);
 }
 
+/*
+ * The pool has run dry: users hold more buffers than are free and someone
+ * waits for one (a recv with no buffer to fill, a service's reply).
+ */
+static bool pool_starved(struct vq_shard *s)
+{
+	return vq_pool_short(&s->pool) && (s->pool.waiters || s->drv.ops->starved(&s->drv));
+}
+
+/*
+ * While the pool stays dry, every quarter of limits.pool_stall_timeout close
+ * the connections whose peers have taken none of their output for all of it
+ * (conn.c), so the buffers they pin serve everyone else well before
+ * limits.stall_timeout would.
+ */
+static void pool_watch(struct vq_timer *t)
+{
+	struct vq_shard *s = (struct vq_shard *)((char *)t - offsetof(struct vq_shard, pool_watch));
+	uint64_t limit = s->cfg->pool_stall_timeout_ms * NS_PER_MS;
+
+	if (!limit || !pool_starved(s))
+		return;
+	s->pool_dry_seen_ns = s->now_ns;
+	vq_conn_shed_stalled(s, s->pool_dry_since_ns, limit);
+	vq_timer_arm(s, &s->pool_watch, limit / 4);
+}
+
+/*
+ * A dry spell starts the watch. One that follows the last within the limit
+ * continues it, so a pool that is dry but for a moment now and then cannot
+ * keep restarting the connections' watch.
+ */
+static void watch_pool(struct vq_shard *s)
+{
+	uint64_t limit = s->cfg->pool_stall_timeout_ms * NS_PER_MS;
+
+	if (!s->pool_watch.slot && limit && pool_starved(s)) {
+		if (s->now_ns - s->pool_dry_seen_ns > limit)
+			s->pool_dry_since_ns = s->now_ns;
+		s->pool_watch.fn = pool_watch;
+		vq_timer_arm(s, &s->pool_watch, limit / 4);
+	}
+}
+
 static void begin_stop(struct vq_shard *s)
 {
 	s->state = VQ_SHARD_DRAINING;
@@ -247,6 +291,7 @@ void vq_shard_turn(struct vq_shard *s, int64_t timeout_ns)
 		vq_msg_after_wait(s); /* unpark, run inbound messages */
 	s->now_ns = vq_clock_ns(); /* completions and messages took time: timers see it */
 	vq_timer_heap_run(&s->timers, s->now_ns);
+	watch_pool(s);
 	busy = s->now_ns > woke ? s->now_ns - woke : 0;
 	s->st.iterations++;
 	if (busy > s->st.longest_iter_ns)
@@ -301,6 +346,7 @@ int vq_shard_teardown(struct vq_shard *s)
 	vq_timer_disarm(s, &s->drain_deadline);
 	vq_timer_disarm(s, &s->drain_sweep);
 	vq_timer_disarm(s, &s->accept_retry);
+	vq_timer_disarm(s, &s->pool_watch);
 	if (s->svc->shard_fini)
 		s->svc->shard_fini(s);
 	/* Later stop requests see the flag and leave the driver alone; wait out earlier ones. */

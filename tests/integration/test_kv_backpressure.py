@@ -7,6 +7,7 @@ the client reads: also after the client has half-closed, and also for a deep
 pipeline read as fast as it is answered (held-back requests are not "input
 too large"). Nor can a crowd of such clients on one shard keep the reply
 buffers from everyone else there."""
+import random
 import re
 import socket
 import sys
@@ -14,7 +15,7 @@ import threading
 import time
 
 from kvtest import Client, kv_service, shards_available
-from vqtest import check, fail, proc_status
+from vqtest import check, fail, proc_status, raise_nofile
 
 VALUE = 512 * 1024
 COPIES = 600                    # 600 x 512 KiB: 300 MiB of replies per load
@@ -259,13 +260,15 @@ def stalled_crowd(stallers=40, within=5.0, overrides={}):
         st = {}
         answered(f, "stats", lambda: st.update(f.stats()) or st,
                  lambda st: "curr_connections" in st)
-        print("%d stalled clients: a fresh client answered in %.1f s, %s stalled ones closed" %
-              (stallers, time.time() - f.start, st.get("shard0:stall_closed")))
+        def closed(st):  # by limits.stall_timeout, or sooner if the pool ran dry
+            return int(st["shard0:stall_closed"]) + int(st["shard0:pool_stall_closed"])
+        print("%d stalled clients: a fresh client answered in %.1f s, %d stalled ones closed" %
+              (stallers, time.time() - f.start, closed(st)))
         f.close()
         # The fresh client may be answered before the stall timeout has closed
         # anyone (the pool kept buffers for it); the stallers still go.
         deadline = time.time() + 10
-        while "limits.stall_timeout" in overrides and st["shard0:stall_closed"] == "0":
+        while "limits.stall_timeout" in overrides and not closed(st):
             check(time.time() < deadline, "limits.stall_timeout closed none in 10 s")
             time.sleep(0.5)
             f = Client(svc, timeout=5)
@@ -282,7 +285,24 @@ def stalled_crowd(stallers=40, within=5.0, overrides={}):
               "after the stalled clients went: %s" % line)
 
 
-def pipelining_crowd(hogs=30, within=1.0, recv_cap="yes", send_for=0.15, stall="10s"):
+def pipelining_hogs(svc, n, send_for, hogs):
+    """Append to hogs n clients that each pipeline gets of k for send_for
+    seconds, as fast as the socket takes them, and read nothing."""
+    chunk = b"get k\r\n" * 8192
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
+        s.setblocking(False)
+        t0 = time.time()
+        while time.time() - t0 < send_for:
+            try:
+                s.send(chunk)
+            except BlockingIOError:
+                time.sleep(0.01)
+        hogs.append(s)
+
+
+def pipelining_crowd(hogs=30, within=1.0, recv_cap="yes", send_for=0.15, stall="10s",
+                     pool_stall="1s", driver="auto"):
     """One shard, `hogs` clients that each send megabytes of pipelined small
     gets as fast as the socket takes them and read nothing. Requests are read
     only as fast as their replies leave, so each hog may hold a few input
@@ -294,9 +314,14 @@ def pipelining_crowd(hogs=30, within=1.0, recv_cap="yes", send_for=0.15, stall="
     then holds about 3.5 buffers (input, the reply queued, the one in the
     kernel), so 200 fit in the default pool of 1 024 beside fresh clients;
     the provided ring keeps only its share of the buffers the hogs leave, or
-    it would take every buffer coming back and leave none for replies."""
+    it would take every buffer coming back and leave none for replies. Past
+    about 300 the hogs take the whole pool; then limits.pool_stall_timeout
+    (1 s) closes those whose peers took no output for that long, instead of
+    everyone waiting for limits.stall_timeout."""
     svc = kv_service(overrides={"shards.cpus": "0", "io.recv_cap": recv_cap,
-                                "limits.stall_timeout": stall})
+                                "limits.stall_timeout": stall,
+                                "limits.pool_stall_timeout": pool_stall,
+                                "io.driver": driver})
     if recv_cap == "yes" and "recv_cap" not in svc.text() and "epoll" not in svc.text():
         print("skip pipelining_crowd: the kernel has no recv byte cap (6.17)")
         svc.stop()
@@ -304,29 +329,21 @@ def pipelining_crowd(hogs=30, within=1.0, recv_cap="yes", send_for=0.15, stall="
     c = Client(svc, timeout=10)
     check(c.set(b"k", b"v") == b"STORED", "set k")
     c.close()
-    chunk = b"get k\r\n" * 8192
     hogs_ = []
     try:
-        for _ in range(hogs):
-            s = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
-            s.setblocking(False)
-            t0 = time.time()
-            while time.time() - t0 < send_for:
-                try:
-                    s.send(chunk)
-                except BlockingIOError:
-                    time.sleep(0.01)
-            hogs_.append(s)
+        pipelining_hogs(svc, hogs, send_for, hogs_)
         f = Deadline(svc, within)
         answered(f, "get k", lambda: f.get(b"k"), lambda v: v == [(b"k", 0, b"v", None)])
         st = {}
         answered(f, "stats", lambda: st.update(f.stats()) or st,
                  lambda st: "curr_connections" in st)
         print("%d pipelining non-readers (io.recv_cap = %s): a fresh client answered in "
-              "%.2f s; buffers free %s, in use %s" %
+              "%.2f s; buffers free %s, in use %s; %s closed for the dry pool" %
               (hogs, recv_cap, time.time() - f.start, st["shard0:pool_free"],
-               st["shard0:pool_in_use"]), flush=True)
+               st["shard0:pool_in_use"], st["shard0:pool_stall_closed"]), flush=True)
         check(st["shard0:stall_closed"] == "0", "hogs closed: the answer came from the timeout")
+        check(hogs < 300 or st["shard0:pool_stall_closed"] != "0",
+              "%d hogs and none closed for the dry pool" % hogs)
         check(int(st["shard0:pool_in_use"]) <= 16 * hogs,
               "%s buffers in use: more than 16 per hog" % st["shard0:pool_in_use"])
         f.close()
@@ -337,6 +354,64 @@ def pipelining_crowd(hogs=30, within=1.0, recv_cap="yes", send_for=0.15, stall="
     for line in re.findall(r"stopped: .*", svc.text()):
         check(line.endswith("; 0 buffers outstanding, 0 connections open"),
               "after the pipelining clients went: %s" % line)
+
+
+def slow_reader_kept(driver="auto"):
+    """limits.pool_stall_timeout closes peers that take none of their output,
+    not slow ones: a client that reads a 6 MiB value at 10 KiB/s while 400
+    pipelining hogs keep the pool dry, then the rest at full speed, gets all
+    of it, and the hogs go. At that pace a send of one buffer (16 KiB) waits
+    longer than the timeout: what spares the reader is that the kernel's
+    queue to it keeps shrinking."""
+    svc = kv_service(overrides={"shards.cpus": "0", "io.driver": driver,
+                                "limits.stall_timeout": "60s", "kv.max_value": "8M"})
+    big = random.randbytes(6 << 20)
+    c = Client(svc, timeout=10)
+    check(c.set(b"k", b"v") == b"STORED", "set k")
+    check(c.set(b"big", big) == b"STORED", "set big")
+    c.close()
+    slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    slow.settimeout(10)
+    slow.connect(("127.0.0.1", svc.port))
+    slow.sendall(b"get big\r\n")
+    want = b"VALUE big 0 %d\r\n" % len(big) + big + b"\r\nEND\r\n"
+    got, error, hurry = [], [], threading.Event()
+
+    def read_slowly():
+        n = 0
+        try:
+            while n < len(want):
+                got.append(slow.recv(65536 if hurry.is_set() else 1024))
+                if not got[-1]:
+                    break
+                n += len(got[-1])
+                if not hurry.is_set():
+                    time.sleep(0.1)
+        except OSError as e:
+            error.append(e)
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    hogs = []
+    try:
+        pipelining_hogs(svc, 400, 0.03, hogs)
+        time.sleep(3)
+        hurry.set()
+        reader.join(30)
+        st = Client(svc).stats()
+        print("a slow reader beside 400 hogs: %d of %d bytes, %s hogs closed for the dry pool"
+              % (len(b"".join(got)), len(want), st["shard0:pool_stall_closed"]), flush=True)
+        check(not error and b"".join(got) == want,
+              "the slow reader lost its reply: %s, %d of %d bytes" %
+              (error, len(b"".join(got)), len(want)))
+        check(st["shard0:pool_stall_closed"] != "0", "no hog closed: the pool never ran dry")
+    finally:
+        hurry.set()
+        for s in hogs:
+            s.close()
+        slow.close()
+    svc.stop()
 
 
 def arg(v):
@@ -355,10 +430,15 @@ if sys.argv[1:]:  # one case alone: test_kv_backpressure.py pipelining_crowd hog
 run("0", 1)
 deep_pipeline("0")
 stalled_crowd()
-stalled_crowd(300, 6.0, {"limits.stall_timeout": "1s"})
+stalled_crowd(300, 6.0, {"limits.stall_timeout": "1s", "limits.pool_stall_timeout": "0"})
+raise_nofile(1100 + 200)
+stalled_crowd(1100, 4.0)  # the pool runs dry: limits.pool_stall_timeout, not stall_timeout
 pipelining_crowd()
 pipelining_crowd(recv_cap="no")
 pipelining_crowd(hogs=200, within=3.0, send_for=0.05, stall="60s")
+pipelining_crowd(hogs=400, within=3.0, send_for=0.03, stall="60s")
+pipelining_crowd(hogs=400, within=3.0, send_for=0.03, stall="60s", driver="epoll")
+slow_reader_kept()
 if shards_available():
     run("0-1", 2)
     remote_only()

@@ -652,8 +652,10 @@ START_TEST(deadline_while_parked)
 		drv.ops->wait(&drv, 1000000);
 	ck_assert_uint_gt(drv.st.nobufs, 0);
 	ck_assert_int_eq(r.finals, 0);
+	ck_assert(drv.ops->starved(&drv)); /* the shard's dry-pool watch looks here */
 	run_until(&r.finals, 1, 3000);
 	ck_assert_int_eq(r.res, -ETIMEDOUT);
+	ck_assert(!drv.ops->starved(&drv));
 	for (int i = 0; i < r.ngot; i++)
 		vq_buf_release(r.got[i]);
 	while (nheld)
@@ -934,6 +936,7 @@ START_TEST(nobufs_recovery)
 	}
 	ck_assert_uint_gt(drv.st.nobufs, 0);
 	ck_assert_int_eq(r.finals, 0); /* parked, not ended */
+	ck_assert(drv.ops->starved(&drv));
 	while (nheld)
 		vq_buf_release(held[--nheld]);
 	/* Consume and release as we go: the recv resumes and everything arrives in order. */
@@ -954,6 +957,7 @@ START_TEST(nobufs_recovery)
 	ck_assert_uint_eq(n, sizeof(sent));
 	ck_assert_int_eq(memcmp(got, sent, sizeof(sent)), 0);
 	ck_assert_int_eq(r.finals, 0);
+	ck_assert(!drv.ops->starved(&drv)); /* buffers came back: the recv was re-armed */
 	drv.ops->cancel(&drv, &r.op);
 	run_until(&r.finals, 1, 2000);
 	ck_assert_int_eq(r.res, -ECANCELED);
