@@ -81,9 +81,9 @@ static const struct vq_cfg_key framework_keys[] = {
 	    "close connections idle this long; 0 = never"),
 	KEY("limits", "stall_timeout", VQ_CFG_MS, stall_timeout_ms, "10s", 0, 0, true,
 	    "close a connection with work pending that sends and takes nothing this long; 0 = never"),
-	KEY("limits", "pool_stall_timeout", VQ_CFG_MS, pool_stall_timeout_ms, "1s", 0, 0, true,
-	    "while the pool has run dry, close a connection whose peer took none of its "
-	    "output this long; 0 = stall_timeout only"),
+	KEY("limits", "pool_stall_timeout", VQ_CFG_MS, pool_stall_timeout_ms, "2s", 0, 0, true,
+	    "while the pool has run dry, close a connection whose peer acknowledged none of "
+	    "its output this long; 0 = stall_timeout only"),
 	KEY("shutdown", "drain_timeout", VQ_CFG_MS, drain_timeout_ms, "5s", 0, 0, true,
 	    "how long SIGTERM waits for in-flight requests before closing connections"),
 	{ .section = "log", .name = "level", .type = VQ_CFG_ENUM,

@@ -7,9 +7,12 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 #include <linux/sockios.h>
+#include <linux/tcp.h>
+#include <linux/tcp.h>
 
 #include "conn.h"
 #include "log.h"
@@ -254,7 +257,7 @@ static bool lingering(struct vq_conn *c)
 	    shutdown(c->fd, SHUT_WR))
 		return false; /* nothing of ours in flight, nothing unread: close now */
 	c->flags = (c->flags | VQ_CONN_LINGER) & ~(VQ_CONN_PAUSED | VQ_CONN_HELD);
-	c->outq_seen = (uint32_t)outq;
+	c->linger_outq = (uint32_t)outq;
 	c->last_active_ns = c->shard->now_ns;
 	c->shard->st.lingered++;
 	drop_queue(&c->in);
@@ -301,8 +304,8 @@ static void linger_tick(struct vq_conn *c)
 		vq_conn_abort(c, 0); /* the peer has it all and is done: nothing to reset */
 		return;
 	}
-	if ((uint32_t)outq < c->outq_seen) {
-		c->outq_seen = (uint32_t)outq;
+	if ((uint32_t)outq < c->linger_outq) {
+		c->linger_outq = (uint32_t)outq;
 		c->last_active_ns = s->now_ns;
 	} else if (s->now_ns - c->last_active_ns >= (limit ? limit : LINGER_MAX_NS)) {
 		close_stalled(c, &s->st.stall_closed,
@@ -464,12 +467,32 @@ static void idle_fired(struct vq_timer *t)
 }
 
 /*
+ * How much of our output the peer has acknowledged so far, and whether some is
+ * still in the kernel (sent and not acknowledged, or not yet sent). The count
+ * only grows, so it shows a slow reader's progress even while our next send
+ * refills the space each read frees (the queue's length then stays the same).
+ * False where the kernel cannot tell (not TCP, a kernel before 4.6).
+ */
+static bool peer_intake(int fd, uint64_t *acked, bool *out)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) ||
+	    len < offsetof(struct tcp_info, tcpi_notsent_bytes) + sizeof(ti.tcpi_notsent_bytes))
+		return false;
+	*acked = ti.tcpi_bytes_acked;
+	*out = ti.tcpi_unacked || ti.tcpi_notsent_bytes;
+	return true;
+}
+
+/*
  * A connection goes if it owes work and the peer has had output of ours in the
- * kernel for the whole limit (SIOCOUTQ) and acknowledged none of it, watched
- * from this dry spell's first look on. Its buffers (the send the kernel cannot
- * take, the reply behind it, the requests it holds back) are what the others
- * wait for. A connection waiting for a buffer itself has no output out: it is
- * who this frees buffers for. Lingering ones have their own bound (linger_tick).
+ * kernel for the whole limit and acknowledged none of it, watched from this
+ * dry spell's first look on. Its buffers (the send the kernel cannot take, the
+ * reply behind it, the requests it holds back) are what the others wait for. A
+ * connection waiting for a buffer itself has no output out: it is who this
+ * frees buffers for. Lingering ones have their own bound (linger_tick).
  */
 void vq_conn_shed_stalled(struct vq_shard *s, uint64_t dry_since_ns, uint64_t limit_ns)
 {
@@ -477,17 +500,17 @@ void vq_conn_shed_stalled(struct vq_shard *s, uint64_t dry_since_ns, uint64_t li
 	unsigned shed = 0;
 
 	for (c = s->conns; c; c = next) {
-		uint64_t since;
-		int outq = 0;
+		uint64_t since, acked;
+		bool out;
 
 		next = c->next;
 		if (c->flags & (VQ_CONN_ABORT | VQ_CONN_CLOSED | VQ_CONN_LINGER) || !owes_work(c) ||
-		    ioctl(c->fd, SIOCOUTQ, &outq) || outq <= 0)
+		    !peer_intake(c->fd, &acked, &out) || !out)
 			continue;
-		if (c->outq_since_ns < dry_since_ns || (uint32_t)outq < c->outq_seen)
-			c->outq_since_ns = s->now_ns; /* a first look, or the peer took some */
-		c->outq_seen = (uint32_t)outq;
-		since = c->outq_since_ns > c->last_active_ns ? c->outq_since_ns : c->last_active_ns;
+		if (c->acked_since_ns < dry_since_ns || acked > c->acked_seen)
+			c->acked_since_ns = s->now_ns; /* a first look, or the peer took some */
+		c->acked_seen = acked;
+		since = c->acked_since_ns > c->last_active_ns ? c->acked_since_ns : c->last_active_ns;
 		if (s->now_ns - since >= limit_ns) {
 			close_stalled(c, &s->st.pool_shed,
 				      "the pool ran dry and the peer takes none of its output");

@@ -302,7 +302,7 @@ def pipelining_hogs(svc, n, send_for, hogs):
 
 
 def pipelining_crowd(hogs=30, within=1.0, recv_cap="yes", send_for=0.15, stall="10s",
-                     pool_stall="1s", driver="auto"):
+                     pool_stall="2s", driver="auto", pool=1024):
     """One shard, `hogs` clients that each send megabytes of pipelined small
     gets as fast as the socket takes them and read nothing. Requests are read
     only as fast as their replies leave, so each hog may hold a few input
@@ -315,13 +315,15 @@ def pipelining_crowd(hogs=30, within=1.0, recv_cap="yes", send_for=0.15, stall="
     kernel), so 200 fit in the default pool of 1 024 beside fresh clients;
     the provided ring keeps only its share of the buffers the hogs leave, or
     it would take every buffer coming back and leave none for replies. Past
-    about 300 the hogs take the whole pool; then limits.pool_stall_timeout
-    (1 s) closes those whose peers took no output for that long, instead of
-    everyone waiting for limits.stall_timeout."""
+    about 300 the hogs take the whole pool (`pool` buffers: 512 makes sure);
+    then limits.pool_stall_timeout (2 s) closes those whose peers took no
+    output for that long, instead of everyone waiting for
+    limits.stall_timeout."""
     svc = kv_service(overrides={"shards.cpus": "0", "io.recv_cap": recv_cap,
                                 "limits.stall_timeout": stall,
                                 "limits.pool_stall_timeout": pool_stall,
-                                "io.driver": driver})
+                                "io.driver": driver, "buffers.count": str(pool),
+                                "buffers.provided": str(min(512, pool // 2))})
     if recv_cap == "yes" and "recv_cap" not in svc.text() and "epoll" not in svc.text():
         print("skip pipelining_crowd: the kernel has no recv byte cap (6.17)")
         svc.stop()
@@ -342,8 +344,8 @@ def pipelining_crowd(hogs=30, within=1.0, recv_cap="yes", send_for=0.15, stall="
               (hogs, recv_cap, time.time() - f.start, st["shard0:pool_free"],
                st["shard0:pool_in_use"], st["shard0:pool_stall_closed"]), flush=True)
         check(st["shard0:stall_closed"] == "0", "hogs closed: the answer came from the timeout")
-        check(hogs < 300 or st["shard0:pool_stall_closed"] != "0",
-              "%d hogs and none closed for the dry pool" % hogs)
+        check(hogs < pool / 3 or st["shard0:pool_stall_closed"] != "0",
+              "%d hogs on %d buffers and none closed for the dry pool" % (hogs, pool))
         check(int(st["shard0:pool_in_use"]) <= 16 * hogs,
               "%s buffers in use: more than 16 per hog" % st["shard0:pool_in_use"])
         f.close()
@@ -358,13 +360,16 @@ def pipelining_crowd(hogs=30, within=1.0, recv_cap="yes", send_for=0.15, stall="
 
 def slow_reader_kept(driver="auto"):
     """limits.pool_stall_timeout closes peers that take none of their output,
-    not slow ones: a client that reads a 6 MiB value at 10 KiB/s while 400
-    pipelining hogs keep the pool dry, then the rest at full speed, gets all
-    of it, and the hogs go. At that pace a send of one buffer (16 KiB) waits
-    longer than the timeout: what spares the reader is that the kernel's
-    queue to it keeps shrinking."""
+    not slow ones: a client that reads a 6 MiB value at 20 KiB/s while 300
+    pipelining hogs keep a pool of 512 dry, then the rest at full speed, gets
+    all of it, and the hogs go. Its smallest receive buffer gives a 16 KiB
+    window, which opens (and our output is acknowledged) about every 0.75 s,
+    well within the 2 s timeout; at 10 KiB/s, 1.5 s, a 1 s timeout closed it
+    now and then. Its segments are an Ethernet's 1 460 bytes, not loopback's
+    64 KiB, which a window that small could not take at all."""
     svc = kv_service(overrides={"shards.cpus": "0", "io.driver": driver,
-                                "limits.stall_timeout": "60s", "kv.max_value": "8M"})
+                                "limits.stall_timeout": "60s", "kv.max_value": "8M",
+                                "buffers.count": "512", "buffers.provided": "256"})
     big = random.randbytes(6 << 20)
     c = Client(svc, timeout=10)
     check(c.set(b"k", b"v") == b"STORED", "set k")
@@ -372,6 +377,7 @@ def slow_reader_kept(driver="auto"):
     c.close()
     slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    slow.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1460)
     slow.settimeout(10)
     slow.connect(("127.0.0.1", svc.port))
     slow.sendall(b"get big\r\n")
@@ -387,7 +393,7 @@ def slow_reader_kept(driver="auto"):
                     break
                 n += len(got[-1])
                 if not hurry.is_set():
-                    time.sleep(0.1)
+                    time.sleep(0.05)
         except OSError as e:
             error.append(e)
 
@@ -395,12 +401,12 @@ def slow_reader_kept(driver="auto"):
     reader.start()
     hogs = []
     try:
-        pipelining_hogs(svc, 400, 0.03, hogs)
+        pipelining_hogs(svc, 300, 0.03, hogs)
         time.sleep(3)
         hurry.set()
         reader.join(30)
         st = Client(svc).stats()
-        print("a slow reader beside 400 hogs: %d of %d bytes, %s hogs closed for the dry pool"
+        print("a slow reader beside 300 hogs: %d of %d bytes, %s hogs closed for the dry pool"
               % (len(b"".join(got)), len(want), st["shard0:pool_stall_closed"]), flush=True)
         check(not error and b"".join(got) == want,
               "the slow reader lost its reply: %s, %d of %d bytes" %
@@ -432,12 +438,12 @@ deep_pipeline("0")
 stalled_crowd()
 stalled_crowd(300, 6.0, {"limits.stall_timeout": "1s", "limits.pool_stall_timeout": "0"})
 raise_nofile(1100 + 200)
-stalled_crowd(1100, 4.0)  # the pool runs dry: limits.pool_stall_timeout, not stall_timeout
+stalled_crowd(1100, 6.0)  # the pool runs dry: limits.pool_stall_timeout, not stall_timeout
 pipelining_crowd()
 pipelining_crowd(recv_cap="no")
 pipelining_crowd(hogs=200, within=3.0, send_for=0.05, stall="60s")
-pipelining_crowd(hogs=400, within=3.0, send_for=0.03, stall="60s")
-pipelining_crowd(hogs=400, within=3.0, send_for=0.03, stall="60s", driver="epoll")
+pipelining_crowd(hogs=300, within=3.0, send_for=0.03, stall="60s", pool=512)
+pipelining_crowd(hogs=300, within=3.0, send_for=0.03, stall="60s", pool=512, driver="epoll")
 slow_reader_kept()
 if shards_available():
     run("0-1", 2)
