@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The per-shard item store. Expired and flushed items are removed lazily:
- * when a lookup finds them, or when the LRU tail is reclaimed for room.
+ * when a lookup finds them, or when the LRU tail is reclaimed for room; flushed
+ * ones also a few at a time on every call (tick).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include "store.h"
 
 #define INITIAL_BUCKETS (1u << 12)
+#define FLUSHED_PER_CALL 64 /* flushed items freed per store call: ~3 µs */
 
 uint64_t kv_hash(const char *key, size_t nkey)
 {
@@ -109,7 +111,10 @@ static void unlink_item(struct kv_store *s, struct kv_item *it)
 	it->hnext = NULL;
 	lru_unlink(s, it);
 	it->linked = 0;
-	s->st.curr_items--;
+	if (it->cas < s->flushed_below)
+		s->flushed_items--;
+	else
+		s->st.curr_items--;
 	if (it->refs > 1) {
 		/* Still lent: keep it findable for kv_store_fini until the last release. */
 		it->zombie = 1;
@@ -163,7 +168,7 @@ static void link_item(struct kv_store *s, struct kv_item *it)
 {
 	struct kv_item **b;
 
-	if (s->st.curr_items >= (s->mask + 1) + (s->mask + 1) / 2)
+	if (s->st.curr_items + s->flushed_items >= (s->mask + 1) + (s->mask + 1) / 2)
 		grow(s);
 	b = bucket(s, it->hash);
 	it->hnext = *b;
@@ -176,34 +181,49 @@ static void link_item(struct kv_store *s, struct kv_item *it)
 	s->st.total_items++;
 }
 
-static bool is_dead(const struct kv_item *it, int64_t now)
+static bool is_flushed(const struct kv_store *s, const struct kv_item *it)
 {
-	return it->exptime && it->exptime <= now;
+	return it->cas < s->flushed_below;
 }
 
-/* A pending delayed flush_all whose time has come drops everything first. */
+static bool is_dead(const struct kv_store *s, const struct kv_item *it, int64_t now)
+{
+	return is_flushed(s, it) || (it->exptime && it->exptime <= now);
+}
+
+static void flush_now(struct kv_store *s)
+{
+	s->flushed_below = s->next_cas;
+	s->flushed_items += s->st.curr_items;
+	s->st.curr_items = 0;
+}
+
+/* A pending delayed flush_all whose time has come; a few flushed items freed. */
 static void tick(struct kv_store *s, int64_t now)
 {
 	s->now = now;
 	if (s->flush_at && s->flush_at <= now) {
 		s->flush_at = 0;
-		while (s->lru_head)
-			unlink_item(s, s->lru_head);
+		flush_now(s);
 	}
+	for (int n = 0; n < FLUSHED_PER_CALL && s->lru_tail && is_flushed(s, s->lru_tail); n++)
+		unlink_item(s, s->lru_tail);
 }
 
-/* The live item under key, or NULL; an expired one found is removed (and *expired set). */
+enum gone { LIVE = 0, EXPIRED, FLUSHED };
+
+/* The live item under key, or NULL; a dead one found is removed (and *gone says why). */
 static struct kv_item *lookup(struct kv_store *s, const char *key, size_t nkey, uint64_t hash,
-			      int64_t now, bool *expired)
+			      int64_t now, enum gone *gone)
 {
 	struct kv_item *it;
 
 	tick(s, now);
 	for (it = *bucket(s, hash); it; it = it->hnext) {
 		if (it->hash == hash && it->nkey == nkey && !memcmp(it->data, key, nkey)) {
-			if (is_dead(it, now)) {
+			if (is_dead(s, it, now)) {
+				*gone = is_flushed(s, it) ? FLUSHED : EXPIRED;
 				unlink_item(s, it);
-				*expired = true;
 				return NULL;
 			}
 			return it;
@@ -215,9 +235,9 @@ static struct kv_item *lookup(struct kv_store *s, const char *key, size_t nkey, 
 static struct kv_item *find(struct kv_store *s, const char *key, size_t nkey, uint64_t hash,
 			    int64_t now)
 {
-	bool expired;
+	enum gone gone;
 
-	return lookup(s, key, nkey, hash, now, &expired);
+	return lookup(s, key, nkey, hash, now, &gone);
 }
 
 struct kv_item *kv_item_alloc(struct kv_store *s, const char *key, size_t nkey, uint64_t hash,
@@ -239,7 +259,7 @@ struct kv_item *kv_item_alloc(struct kv_store *s, const char *key, size_t nkey, 
 	       s->zombie_bytes + size <= s->limit) {
 		struct kv_item *victim = s->lru_tail;
 
-		if (is_dead(victim, s->now))
+		if (is_dead(s, victim, s->now))
 			s->st.reclaimed++;
 		else
 			s->st.evictions++;
@@ -269,16 +289,18 @@ struct kv_item *kv_item_alloc(struct kv_store *s, const char *key, size_t nkey, 
 struct kv_item *kv_store_get(struct kv_store *s, const char *key, size_t nkey, uint64_t hash,
 			     int64_t now, bool touch, int64_t exptime)
 {
-	bool expired = false;
-	struct kv_item *it = lookup(s, key, nkey, hash, now, &expired);
+	enum gone gone = LIVE;
+	struct kv_item *it = lookup(s, key, nkey, hash, now, &gone);
 
 	s->st.cmd_get++;
 	if (touch)
 		s->st.cmd_touch++;
 	if (!it) {
 		s->st.get_misses++;
-		if (expired)
+		if (gone == EXPIRED)
 			s->st.get_expired++;
+		else if (gone == FLUSHED)
+			s->st.get_flushed++;
 		if (touch)
 			s->st.touch_misses++;
 		return NULL;
@@ -495,6 +517,5 @@ void kv_store_flush(struct kv_store *s, int64_t at, int64_t now)
 		return;
 	}
 	s->flush_at = 0;
-	while (s->lru_head)
-		unlink_item(s, s->lru_head);
+	flush_now(s);
 }

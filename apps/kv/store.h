@@ -47,19 +47,14 @@ static inline char *kv_item_val(struct kv_item *it)
 }
 
 struct kv_store_stats {
-	uint64_t curr_items;
+	uint64_t curr_items;     /* linked and live: flushed ones not yet reclaimed do not count */
 	uint64_t total_items;
 	uint64_t bytes;          /* item memory in use, counted against the limit */
 	uint64_t evictions;      /* live items dropped to make room */
 	uint64_t reclaimed;      /* expired items whose memory was reused */
-	uint64_t expired_unfetched;
 	uint64_t cmd_get, get_hits, get_misses;
 	uint64_t get_expired;    /* retrievals that found their item expired (and removed it) */
-	/*
-	 * Retrievals that found their item flushed: flush_all removes items at
-	 * once (memcached marks them and lets lookups find them), so it stays 0.
-	 */
-	uint64_t get_flushed;
+	uint64_t get_flushed;    /* retrievals that found their item flushed (and removed it) */
 	uint64_t cmd_set, cmd_touch, cmd_flush;
 	uint64_t delete_hits, delete_misses;
 	uint64_t incr_hits, incr_misses, decr_hits, decr_misses;
@@ -79,6 +74,14 @@ struct kv_store {
 	uint64_t next_cas;
 	int64_t now;             /* the latest time a call passed in */
 	int64_t flush_at;        /* unix seconds of a pending delayed flush_all; 0 = none */
+	/*
+	 * flush_all drops every item with a cas below this. They are not freed at
+	 * once (millions would stall the shard): lookups and evictions meet them
+	 * as gone, and each store call frees a few from the LRU's cold end, where
+	 * they all are, since nothing can move a flushed item to the hot end.
+	 */
+	uint64_t flushed_below;
+	uint64_t flushed_items;  /* linked, flushed and not yet freed */
 	struct kv_store_stats st;
 };
 

@@ -741,6 +741,77 @@ START_TEST(test_store_lent_items)
 }
 END_TEST
 
+/* Store n items "k0".."k<n-1>" with a 1-byte value at time 1. */
+static void fill(struct kv_store *st, int n)
+{
+	for (int i = 0; i < n; i++) {
+		char k[16];
+		struct kv_item *it;
+
+		snprintf(k, sizeof(k), "k%d", i);
+		it = kv_item_alloc(st, k, strlen(k), kv_hash(k, strlen(k)), 0, 0, 1);
+		memcpy(kv_item_val(it), "1\r\n", 3);
+		ck_assert_int_eq(kv_store_put(st, KV_SET, it, 0, 1), KV_STORED);
+		kv_item_put(st, it);
+	}
+}
+
+/* flush_all costs O(1): items go at once for clients, their memory a few per call. */
+START_TEST(test_store_flush_is_lazy)
+{
+	struct kv_store st;
+	struct kv_item *it;
+	int calls = 0;
+
+	ck_assert_int_eq(kv_store_init(&st, 64 << 20, 1 << 20), 0);
+	fill(&st, 100000);
+	kv_store_flush(&st, 0, 1);
+	ck_assert_uint_eq(st.st.curr_items, 0);      /* gone for clients at once ... */
+	ck_assert_uint_eq(st.flushed_items, 100000); /* ... but nothing freed yet */
+	ck_assert_uint_gt(st.st.bytes, 0);
+	/* Read as gone (and counted as flushed), also through gat and add. The
+	 * newest ones: the calls free from the oldest end. */
+	ck_assert_ptr_null(kv_store_get(&st, "k99995", 6, kv_hash("k99995", 6), 1, false, 0));
+	ck_assert_uint_eq(st.st.get_flushed, 1);
+	ck_assert_uint_eq(st.st.get_expired, 0);
+	ck_assert_ptr_null(kv_store_get(&st, "k99996", 6, kv_hash("k99996", 6), 1, true, 0));
+	ck_assert_uint_eq(st.st.get_flushed, 2);
+	it = kv_item_alloc(&st, "k99997", 6, kv_hash("k99997", 6), 0, 0, 1);
+	memcpy(kv_item_val(it), "2\r\n", 3);
+	ck_assert_int_eq(kv_store_put(&st, KV_ADD, it, 0, 1), KV_STORED);
+	kv_item_put(&st, it);
+	ck_assert_uint_eq(st.st.curr_items, 1);
+	ck_assert_int_eq(kv_store_delete(&st, "k99998", 6, kv_hash("k99998", 6), 1), KV_NOT_FOUND);
+	/* Each call frees at most a few; all go in time, the new item stays. */
+	while (st.flushed_items && calls < 100000) {
+		uint64_t before = st.flushed_items;
+
+		ck_assert_ptr_null(kv_store_get(&st, "none", 4, kv_hash("none", 4), 1, false, 0));
+		ck_assert_uint_le(before - st.flushed_items, 64);
+		calls++;
+	}
+	ck_assert_uint_eq(st.flushed_items, 0);
+	ck_assert_uint_gt(calls, 1000);
+	it = kv_store_get(&st, "k99997", 6, kv_hash("k99997", 6), 1, false, 0);
+	ck_assert_ptr_nonnull(it);
+	ck_assert(!memcmp(kv_item_val(it), "2\r\n", 3));
+	ck_assert_uint_eq(st.st.curr_items, 1);
+	ck_assert_uint_eq(st.st.bytes, kv_item_size(6, 1));
+	/* A second flush while the first is not yet freed; eviction meets them too. */
+	fill(&st, 1000);
+	kv_store_flush(&st, 0, 1);
+	fill(&st, 10);
+	kv_store_flush(&st, 0, 1);
+	ck_assert_uint_eq(st.st.curr_items, 0);
+	ck_assert_uint_le(st.flushed_items, 1011);
+	st.limit = st.st.bytes; /* full: the next item makes room from the flushed ones */
+	fill(&st, 1);
+	ck_assert_uint_eq(st.st.curr_items, 1);
+	ck_assert_uint_eq(st.st.evictions, 0);
+	kv_store_fini(&st);
+}
+END_TEST
+
 START_TEST(test_eviction_via_session)
 {
 	char req[64];
@@ -974,6 +1045,7 @@ static Suite *kv_suite(void)
 	tcase_add_checked_fixture(store, setup, teardown);
 	tcase_add_test(store, test_store_eviction);
 	tcase_add_test(store, test_store_lent_items);
+	tcase_add_test(store, test_store_flush_is_lazy);
 	tcase_add_test(store, test_eviction_via_session);
 	suite_add_tcase(s, store);
 	return s;
