@@ -206,7 +206,8 @@ static void tick(struct kv_store *s, int64_t now)
 		s->flush_at = 0;
 		flush_now(s);
 	}
-	for (int n = 0; n < FLUSHED_PER_CALL && s->lru_tail && is_flushed(s, s->lru_tail); n++)
+	/* flushed_items first: the cold end's item is likely not in the cache. */
+	for (int n = 0; n < FLUSHED_PER_CALL && s->flushed_items && is_flushed(s, s->lru_tail); n++)
 		unlink_item(s, s->lru_tail);
 }
 
