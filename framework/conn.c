@@ -12,7 +12,6 @@
 #include <unistd.h>
 #include <linux/sockios.h>
 #include <linux/tcp.h>
-#include <linux/tcp.h>
 
 #include "conn.h"
 #include "log.h"
@@ -53,17 +52,50 @@ static size_t output_limit(const struct vq_conn *c)
 }
 
 /*
+ * Whether the peer has acknowledged more of our output since the last look,
+ * and whether some is still in the kernel (unacknowledged or not yet sent).
+ * Progress a completed send may not show for long: a zero-copy send completes
+ * only once its bytes are acknowledged, behind a send buffer of megabytes, and
+ * a slow reader's window opens in lumps. TCP_INFO's count only grows. known is
+ * false where the kernel cannot tell (not TCP, a kernel before 4.6).
+ */
+struct intake {
+	bool known, grew, out;
+};
+
+static struct intake peer_intake(struct vq_conn *c)
+{
+	struct intake in = { 0 };
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	if (getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) ||
+	    len < offsetof(struct tcp_info, tcpi_notsent_bytes) + sizeof(ti.tcpi_notsent_bytes))
+		return in;
+	in.known = true;
+	in.grew = ti.tcpi_bytes_acked > c->acked_seen;
+	in.out = ti.tcpi_unacked || ti.tcpi_notsent_bytes;
+	c->acked_seen = ti.tcpi_bytes_acked;
+	if (in.grew)
+		c->last_active_ns = c->shard->now_ns;
+	return in;
+}
+
+/*
  * The connection has work pending: make sure its timer fires within
  * limits.stall_timeout. Armed at most once per period, not per send; when it
- * fires, idle_fired looks at the connection as it is then.
+ * fires, idle_fired looks at the connection as it is then, and at what the
+ * peer acknowledged since now.
  */
 static void watch_stall(struct vq_conn *c)
 {
 	struct vq_shard *s = c->shard;
 	uint64_t stall = s->cfg->stall_timeout_ms * NS_PER_MS;
 
-	if (stall && (!c->idle.slot || c->idle.when_ns > s->now_ns + stall))
+	if (stall && (!c->idle.slot || c->idle.when_ns > s->now_ns + stall)) {
 		vq_timer_arm(s, &c->idle, stall);
+		peer_intake(c);
+	}
 }
 
 /* An op the SQ would not take (flag says which): the connection's timer retries it in 1 ms. */
@@ -445,6 +477,8 @@ static void idle_fired(struct vq_timer *t)
 	 * limits.idle_timeout applies to it.
 	 */
 	if (stall && owes_work(c)) {
+		if (quiet >= stall && peer_intake(c).grew)
+			quiet = 0; /* no send finished, but the peer took some of our output */
 		if (quiet >= stall) {
 			close_stalled(c, &s->st.stall_closed,
 				      "nothing sent or received with work pending");
@@ -467,60 +501,34 @@ static void idle_fired(struct vq_timer *t)
 }
 
 /*
- * How much of our output the peer has acknowledged so far, and whether some is
- * still in the kernel (sent and not acknowledged, or not yet sent). The count
- * only grows, so it shows a slow reader's progress even while our next send
- * refills the space each read frees (the queue's length then stays the same).
- * False where the kernel cannot tell (not TCP, a kernel before 4.6).
+ * A connection goes if it owes work, has output in the kernel, and the peer
+ * has acknowledged none of it, received nothing new and finished no send for
+ * the whole limit. Its buffers (the send the kernel cannot take, the reply
+ * behind it, the requests it holds back) are what the others wait for. Not
+ * judged here: connections whose output has not reached the kernel (a victim
+ * waiting for a buffer, but also a newcomer that asked and does not read:
+ * limits.stall_timeout covers those), and lingering ones (linger_tick).
  */
-static bool peer_intake(int fd, uint64_t *acked, bool *out)
-{
-	struct tcp_info ti;
-	socklen_t len = sizeof(ti);
-
-	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) ||
-	    len < offsetof(struct tcp_info, tcpi_notsent_bytes) + sizeof(ti.tcpi_notsent_bytes))
-		return false;
-	*acked = ti.tcpi_bytes_acked;
-	*out = ti.tcpi_unacked || ti.tcpi_notsent_bytes;
-	return true;
-}
-
-/*
- * A connection goes if it owes work and the peer has had output of ours in the
- * kernel for the whole limit and acknowledged none of it, watched from this
- * dry spell's first look on. Its buffers (the send the kernel cannot take, the
- * reply behind it, the requests it holds back) are what the others wait for. A
- * connection waiting for a buffer itself has no output out: it is who this
- * frees buffers for. Lingering ones have their own bound (linger_tick).
- */
-void vq_conn_shed_stalled(struct vq_shard *s, uint64_t dry_since_ns, uint64_t limit_ns)
+void vq_conn_shed_stalled(struct vq_shard *s, uint64_t limit_ns)
 {
 	struct vq_conn *c, *next;
-	unsigned shed = 0;
+	uint64_t before = s->st.pool_stall_closed;
 
 	for (c = s->conns; c; c = next) {
-		uint64_t since, acked;
-		bool out;
+		struct intake in;
 
 		next = c->next;
-		if (c->flags & (VQ_CONN_ABORT | VQ_CONN_CLOSED | VQ_CONN_LINGER) || !owes_work(c) ||
-		    !peer_intake(c->fd, &acked, &out) || !out)
+		if (c->flags & (VQ_CONN_ABORT | VQ_CONN_CLOSED | VQ_CONN_LINGER) || !owes_work(c))
 			continue;
-		if (c->acked_since_ns < dry_since_ns || acked > c->acked_seen)
-			c->acked_since_ns = s->now_ns; /* a first look, or the peer took some */
-		c->acked_seen = acked;
-		since = c->acked_since_ns > c->last_active_ns ? c->acked_since_ns : c->last_active_ns;
-		if (s->now_ns - since >= limit_ns) {
-			close_stalled(c, &s->st.pool_shed,
-				      "the pool ran dry and the peer takes none of its output");
-			shed++;
-		}
+		in = peer_intake(c);
+		if (in.known && in.out && s->now_ns - c->last_active_ns >= limit_ns)
+			close_stalled(c, &s->st.pool_stall_closed,
+				      "the pool ran dry and the peer took none of its output");
 	}
-	if (shed)
-		vq_warn("buffer pool dry: closed %u connections whose peers took no output for "
-			"limits.pool_stall_timeout (%lu closed so far)", shed,
-			(unsigned long)s->st.pool_shed);
+	/* At the first close and then every 256th: a sweep runs 4 times a limit. */
+	if (s->st.pool_stall_closed != before && (!before || before / 256 != s->st.pool_stall_closed / 256))
+		vq_warn("buffer pool dry: closing connections whose peers took no output for "
+			"limits.pool_stall_timeout (%lu so far)", (unsigned long)s->st.pool_stall_closed);
 }
 
 /*

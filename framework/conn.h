@@ -45,8 +45,7 @@ struct vq_conn {
 	uint32_t holds;           /* app replies still being produced: see vq_conn_hold */
 	int error;                /* why it closed, -errno; 0 = orderly */
 	uint32_t linger_outq;     /* lingering: our bytes the peer had not acked at the last look */
-	uint64_t acked_seen;      /* dry pool: bytes of ours the peer had acknowledged at the last look */
-	uint64_t acked_since_ns;  /* dry pool: since when that has not grown */
+	uint64_t acked_seen;      /* bytes of ours the peer had acknowledged at the last look */
 	_Alignas(16) unsigned char app[]; /* service.conn_size bytes of app state */
 };
 
@@ -146,6 +145,6 @@ void vq_conn_drain_all(struct vq_shard *s);
 void vq_conn_abort_all(struct vq_shard *s);
 void vq_conn_timeouts_changed(struct vq_shard *s); /* a reload changed idle/stall_timeout */
 /* The pool has run dry: close connections whose peer took none of their output for limit_ns. */
-void vq_conn_shed_stalled(struct vq_shard *s, uint64_t dry_since_ns, uint64_t limit_ns);
+void vq_conn_shed_stalled(struct vq_shard *s, uint64_t limit_ns);
 
 #endif

@@ -209,23 +209,15 @@ static void pool_watch(struct vq_timer *t)
 
 	if (!limit || !pool_starved(s))
 		return;
-	s->pool_dry_seen_ns = s->now_ns;
-	vq_conn_shed_stalled(s, s->pool_dry_since_ns, limit);
+	vq_conn_shed_stalled(s, limit);
 	vq_timer_arm(s, &s->pool_watch, limit / 4);
 }
 
-/*
- * A dry spell starts the watch. One that follows the last within the limit
- * continues it, so a pool that is dry but for a moment now and then cannot
- * keep restarting the connections' watch.
- */
 static void watch_pool(struct vq_shard *s)
 {
 	uint64_t limit = s->cfg->pool_stall_timeout_ms * NS_PER_MS;
 
 	if (!s->pool_watch.slot && limit && pool_starved(s)) {
-		if (s->now_ns - s->pool_dry_seen_ns > limit)
-			s->pool_dry_since_ns = s->now_ns;
 		s->pool_watch.fn = pool_watch;
 		vq_timer_arm(s, &s->pool_watch, limit / 4);
 	}
@@ -248,6 +240,7 @@ static void adopt_config(struct vq_shard *s)
 {
 	/* Read before the pick: once we acknowledge the new one, the old may be freed. */
 	uint64_t idle = s->cfg->idle_timeout_ms, stall = s->cfg->stall_timeout_ms;
+	uint64_t pool_stall = s->cfg->pool_stall_timeout_ms;
 
 	if (!vq_cfg_pub_pick(s->cfg_pub, s->id, &s->cfg))
 		return;
@@ -255,6 +248,8 @@ static void adopt_config(struct vq_shard *s)
 		 (unsigned long)vq_cfg_pub_acked(s->cfg_pub, s->id));
 	if (s->cfg->idle_timeout_ms != idle || s->cfg->stall_timeout_ms != stall)
 		vq_conn_timeouts_changed(s);
+	if (s->cfg->pool_stall_timeout_ms != pool_stall)
+		vq_timer_disarm(s, &s->pool_watch); /* watch_pool re-arms it at the new pace */
 }
 
 /*

@@ -48,7 +48,7 @@ struct vq_shard_stats {
 	uint64_t idle_closed;     /* closed by limits.idle_timeout */
 	uint64_t stall_closed;    /* closed by limits.stall_timeout */
 	uint64_t lingered;        /* closes that waited for the peer to take our output */
-	uint64_t pool_shed;       /* closed by limits.pool_stall_timeout: the pool ran dry */
+	uint64_t pool_stall_closed; /* closed by limits.pool_stall_timeout: the pool ran dry */
 };
 
 #define VQ_SHARD_TIMERS 4 /* accept_retry, drain_deadline, drain_sweep, pool_watch below */
@@ -79,8 +79,6 @@ struct vq_shard {
 	struct vq_timer drain_deadline;
 	struct vq_timer drain_sweep;  /* re-checks connections for quiet while draining */
 	struct vq_timer pool_watch;   /* while the pool has run dry: limits.pool_stall_timeout */
-	uint64_t pool_dry_since_ns;   /* when the pool's current dry spell began */
-	uint64_t pool_dry_seen_ns;    /* when pool_watch last found it dry */
 	struct vq_conn *conns;    /* every open connection, for drain and shutdown */
 	uint32_t nconns;
 

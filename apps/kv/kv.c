@@ -298,7 +298,7 @@ void kv_snapshot(struct kv_shard *ks, struct kv_snap *sn)
 		return;
 	sn->loop_turns = vs->st.iterations;
 	sn->stall_closed = vs->st.stall_closed;
-	sn->pool_shed = vs->st.pool_shed;
+	sn->pool_stall_closed = vs->st.pool_stall_closed;
 	sn->lingered = vs->st.lingered;
 	sn->max_conns = vs->cfg->max_connections;
 	sn->rejected = vs->st.rejected;
@@ -527,7 +527,7 @@ static void format_stats(struct sink *o, struct kv_sess *s, struct kv_snap *snap
 		SHARD_STAT("pool_in_use", sn->pool_in_use);
 		SHARD_STAT("pending_stops", sn->pending_stops);
 		SHARD_STAT("stall_closed", sn->stall_closed);
-		SHARD_STAT("pool_stall_closed", sn->pool_shed);
+		SHARD_STAT("pool_stall_closed", sn->pool_stall_closed);
 		SHARD_STAT("lingering_closes", sn->lingered);
 		SHARD_STAT("accept_errors", sn->accept_errors);
 		SHARD_STAT("hash_buckets", sn->items_hash_buckets);

@@ -39,7 +39,7 @@ struct kv_snap {
 	uint64_t forwarded, served_remote, queue_waits, pool_waits, pending_stops;
 	uint64_t items_hash_buckets;
 	uint64_t loop_turns, msg_sent, msg_doorbells; /* the framework's view of this shard */
-	uint64_t stall_closed, pool_shed, lingered;
+	uint64_t stall_closed, pool_stall_closed, lingered;
 	uint64_t max_conns, rejected, accept_errors; /* limits.max_connections and its refusals */
 	uint64_t bytes_read, bytes_written; /* from and to this shard's clients */
 	uint64_t pool_free, pool_in_use; /* buffers free, and held by connections and replies */

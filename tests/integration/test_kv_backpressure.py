@@ -424,6 +424,42 @@ def slow_reader_kept(driver="auto"):
     svc.stop()
 
 
+def slow_big_reader():
+    """limits.stall_timeout (2 s here) closes peers that take nothing, not a
+    client reading 12 MB at 100 KB/s: our sends of it are zero-copy and finish
+    only once acknowledged, behind megabytes of send buffer (40 s at that
+    pace), but the bytes it acknowledges keep growing."""
+    svc = kv_service(overrides={"shards.cpus": "0", "limits.stall_timeout": "2s"})
+    val = random.randbytes(1000 * 1000)
+    keys = [b"v%d" % i for i in range(12)]
+    c = Client(svc, timeout=10)
+    for k in keys:
+        check(c.set(k, val) == b"STORED", "set %s" % k)
+    c.close()
+    want = b"".join(b"VALUE %s 0 %d\r\n" % (k, len(val)) + val + b"\r\n" for k in keys) + b"END\r\n"
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1460)  # an Ethernet's segments
+    s.settimeout(10)
+    s.connect(("127.0.0.1", svc.port))
+    s.sendall(b"get " + b" ".join(keys) + b"\r\n")
+    got, t0 = [], time.time()
+    try:
+        while sum(map(len, got)) < len(want):
+            slow = time.time() - t0 < 6
+            got.append(s.recv(4096 if slow else 1 << 20))
+            if not got[-1]:
+                break
+            if slow:
+                time.sleep(0.04)
+    except OSError as e:
+        fail("a slow reader of 12 MB: %s after %d bytes" % (e, sum(map(len, got))))
+    check(b"".join(got) == want, "a slow reader of 12 MB got %d of %d bytes" %
+          (sum(map(len, got)), len(want)))
+    print("a reader at 100 KB/s with stall_timeout 2 s: all %d bytes" % len(want), flush=True)
+    s.close()
+    svc.stop()
+
+
 def arg(v):
     for kind in (int, float):
         try:
@@ -449,6 +485,7 @@ pipelining_crowd(hogs=200, within=3.0, send_for=0.05, stall="60s")
 pipelining_crowd(hogs=300, within=3.0, send_for=0.03, stall="60s", pool=512)
 pipelining_crowd(hogs=300, within=3.0, send_for=0.03, stall="60s", pool=512, driver="epoll")
 slow_reader_kept()
+slow_big_reader()
 if shards_available():
     run("0-1", 2)
     remote_only()
