@@ -512,7 +512,7 @@ static void idle_fired(struct vq_timer *t)
 void vq_conn_shed_stalled(struct vq_shard *s, uint64_t limit_ns)
 {
 	struct vq_conn *c, *next;
-	uint64_t before = s->st.pool_stall_closed;
+	uint64_t before = s->st.pool_stall_closed, *closed = &s->st.pool_stall_closed;
 
 	for (c = s->conns; c; c = next) {
 		struct intake in;
@@ -522,13 +522,12 @@ void vq_conn_shed_stalled(struct vq_shard *s, uint64_t limit_ns)
 			continue;
 		in = peer_intake(c);
 		if (in.known && in.out && s->now_ns - c->last_active_ns >= limit_ns)
-			close_stalled(c, &s->st.pool_stall_closed,
-				      "the pool ran dry and the peer took none of its output");
+			close_stalled(c, closed, "the pool ran dry and the peer took none of its output");
 	}
 	/* At the first close and then every 256th: a sweep runs 4 times a limit. */
-	if (s->st.pool_stall_closed != before && (!before || before / 256 != s->st.pool_stall_closed / 256))
+	if (*closed != before && (!before || before / 256 != *closed / 256))
 		vq_warn("buffer pool dry: closing connections whose peers took no output for "
-			"limits.pool_stall_timeout (%lu so far)", (unsigned long)s->st.pool_stall_closed);
+			"limits.pool_stall_timeout (%lu so far)", (unsigned long)*closed);
 }
 
 /*
