@@ -289,7 +289,6 @@ static bool lingering(struct vq_conn *c)
 	    shutdown(c->fd, SHUT_WR))
 		return false; /* nothing of ours in flight, nothing unread: close now */
 	c->flags = (c->flags | VQ_CONN_LINGER) & ~(VQ_CONN_PAUSED | VQ_CONN_HELD);
-	c->linger_outq = (uint32_t)outq;
 	c->last_active_ns = c->shard->now_ns;
 	c->shard->st.lingered++;
 	drop_queue(&c->in);
@@ -336,10 +335,8 @@ static void linger_tick(struct vq_conn *c)
 		vq_conn_abort(c, 0); /* the peer has it all and is done: nothing to reset */
 		return;
 	}
-	if ((uint32_t)outq < c->linger_outq) {
-		c->linger_outq = (uint32_t)outq;
-		c->last_active_ns = s->now_ns;
-	} else if (s->now_ns - c->last_active_ns >= (limit ? limit : LINGER_MAX_NS)) {
+	/* Nothing is added after our FIN: what the peer acknowledges is what it took. */
+	if (!peer_intake(c).grew && s->now_ns - c->last_active_ns >= (limit ? limit : LINGER_MAX_NS)) {
 		close_stalled(c, &s->st.stall_closed,
 			      "closing, the peer takes none of the reply");
 		return;

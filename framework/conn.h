@@ -44,7 +44,6 @@ struct vq_conn {
 	uint32_t flags;
 	uint32_t holds;           /* app replies still being produced: see vq_conn_hold */
 	int error;                /* why it closed, -errno; 0 = orderly */
-	uint32_t linger_outq;     /* lingering: our bytes the peer had not acked at the last look */
 	uint64_t acked_seen;      /* bytes of ours the peer had acknowledged at the last look */
 	_Alignas(16) unsigned char app[]; /* service.conn_size bytes of app state */
 };

@@ -100,6 +100,11 @@ static struct kv_item **bucket(struct kv_store *s, uint64_t hash)
 	return &s->table[hash & s->mask];
 }
 
+static bool is_flushed(const struct kv_store *s, const struct kv_item *it)
+{
+	return it->cas < s->flushed_below;
+}
+
 /* Remove a linked item from the table and the LRU and drop the table's reference. */
 static void unlink_item(struct kv_store *s, struct kv_item *it)
 {
@@ -111,7 +116,7 @@ static void unlink_item(struct kv_store *s, struct kv_item *it)
 	it->hnext = NULL;
 	lru_unlink(s, it);
 	it->linked = 0;
-	if (it->cas < s->flushed_below)
+	if (is_flushed(s, it))
 		s->flushed_items--;
 	else
 		s->st.curr_items--;
@@ -179,11 +184,6 @@ static void link_item(struct kv_store *s, struct kv_item *it)
 	it->cas = s->next_cas++;
 	s->st.curr_items++;
 	s->st.total_items++;
-}
-
-static bool is_flushed(const struct kv_store *s, const struct kv_item *it)
-{
-	return it->cas < s->flushed_below;
 }
 
 static bool is_dead(const struct kv_store *s, const struct kv_item *it, int64_t now)
